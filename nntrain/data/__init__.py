@@ -1,0 +1,1 @@
+"""Data sets, normalisation, the batch loader and augmentation."""

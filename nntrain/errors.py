@@ -1,0 +1,33 @@
+"""Exceptions that the command line turns into one clear message and an exit code.
+
+- ``ConfigError``: bad input (YAML, unknown key, wrong type or value, shape mismatch,
+  missing or malformed data). Exit code 2.
+- ``RunError``: a failure while a run is going (divergence that could not be recovered,
+  a corrupt checkpoint met during resume). Exit code 1.
+"""
+
+
+class NNTrainError(Exception):
+    """Base class of every error nntrain reports to the user without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(NNTrainError, ValueError):
+    """The user's input is wrong: the message says what, where, and what is allowed."""
+
+    exit_code = 2
+
+
+class DataError(ConfigError):
+    """A data set is missing, truncated or malformed."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file is missing, truncated, corrupt or of another format."""
+
+
+class RunError(NNTrainError, RuntimeError):
+    """A run failed while it was going."""
+
+    exit_code = 1

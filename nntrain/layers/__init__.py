@@ -1,0 +1,4 @@
+"""Layers, one module per family; importing this package registers them all."""
+
+from .base import Layer, Parameter, batch_shape, to_internal, to_public  # noqa: F401
+from . import linear  # noqa: F401

@@ -1,0 +1,203 @@
+"""The layer contract, parameters, and the tensor layout used inside a network.
+
+Layout
+------
+Shapes given to and returned by ``build`` are *per-sample* shapes, without the batch
+axis: ``(C, H, W)`` for images, ``(F,)`` for feature vectors.
+
+Inside a network, image batches are **channel-major**: ``(C, N, H, W)``. With that
+layout a convolution is one matrix product ``W (Cout, Cin*K*K) @ cols (Cin*K*K, N*Ho*Wo)``
+whose result already *is* the next activation ``(Cout, N, Ho, Wo)``, with no transpose;
+batch normalisation reduces over one contiguous block per channel. Any other batch is
+batch-major: ``(N, F)`` or ``(N, *shape)``. ``batch_shape`` and ``to_internal`` /
+``to_public`` convert; a ``Network`` takes and returns the usual ``(N, C, H, W)``.
+
+Contract
+--------
+``build(input_shapes, rng, dtype)`` is called once: it checks the input shapes, creates
+the parameters and returns the output shape. Then, many times:
+
+- ``forward(x, training)`` returns the output and keeps what ``backward`` needs.
+  ``x`` is one array, or a list of arrays for layers with several inputs
+  (``n_inputs != 1``).
+- ``backward(dy)`` returns ``dx`` (a list for several inputs) and **overwrites** each
+  parameter's ``grad`` with d(objective)/d(parameter) for this batch (it does not
+  accumulate: a layer is used once per pass, and writing straight into the gradient
+  buffer saves a full read-modify-write). When ``self.needs_input_grad`` is False
+  (the layer reads only the network input) it may skip ``dx`` and return None.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class Parameter:
+    """A trainable tensor, its gradient, and Caffe-style per-parameter options.
+
+    ``lr_mult`` multiplies the learning rate and ``decay_mult`` the weight decay for
+    this tensor; ``trainable=False`` freezes it (the optimizer skips it). By default
+    weights decay and biases / normalisation parameters do not (``decay_mult`` 0).
+    """
+
+    __slots__ = ("value", "grad", "lr_mult", "decay_mult", "trainable", "name")
+
+    def __init__(self, value: np.ndarray, *, decay: bool = True, name: str = ""):
+        self.value = value
+        self.grad = np.zeros_like(value)
+        self.lr_mult = 1.0
+        self.decay_mult = 1.0 if decay else 0.0
+        self.trainable = True
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def size(self) -> int:
+        return self.value.size
+
+    def __repr__(self) -> str:
+        return (f"Parameter({self.name or '?'}, shape={self.value.shape}, lr_mult={self.lr_mult}, "
+                f"decay_mult={self.decay_mult}, trainable={self.trainable})")
+
+
+def batch_shape(sample_shape: tuple, n: int) -> tuple:
+    """The internal array shape of a batch of ``n`` samples of ``sample_shape``."""
+    sample_shape = tuple(sample_shape)
+    if len(sample_shape) == 3:
+        c, h, w = sample_shape
+        return (c, n, h, w)
+    return (n, *sample_shape)
+
+
+def to_internal(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> contiguous (C, N, H, W); other shapes unchanged."""
+    if x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    return x
+
+
+def to_public(x: np.ndarray) -> np.ndarray:
+    """(C, N, H, W) -> (N, C, H, W) (a view); other shapes unchanged."""
+    if x.ndim == 4:
+        return x.transpose(1, 0, 2, 3)
+    return x
+
+
+def batch_size_of(x: np.ndarray) -> int:
+    """N of an internal batch array."""
+    return x.shape[1] if x.ndim == 4 else x.shape[0]
+
+
+class Layer:
+    """Base class of every layer; see the module docstring for the contract.
+
+    A subclass declares its options as keyword arguments of ``__init__``, validates
+    them there (``nntrain.validate``), and implements ``build``, ``forward`` and
+    ``backward``. The arguments it was constructed with are recorded automatically,
+    so ``get_config`` round-trips without per-layer code.
+
+    Subclasses list ``examples``: ``(options, input_shapes)`` pairs that the
+    registry-wide tests build and gradient-check, so a new layer is tested by
+    declaring them, without new test code.
+    """
+
+    type_name = "?"  # set by the registry
+    n_inputs: int | None = 1  # None: one or more inputs (add, concat)
+    examples: list = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])
+
+    def __init__(self):
+        pass
+
+    # ----- construction ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, options: dict) -> "Layer":
+        """Build from a YAML dict of constructor options (without ``type``)."""
+        sig = inspect.signature(cls.__init__)
+        allowed = [p for p in sig.parameters if p != "self"]
+        for key in options:
+            if key not in allowed:
+                from ..registry import did_you_mean
+
+                raise ConfigError(
+                    f"unknown option '{key}' for layer type '{cls.type_name}'{did_you_mean(key, allowed)}"
+                    f" (options: {', '.join(allowed) or 'none'})"
+                )
+        return cls(**options)
+
+    def get_config(self) -> dict:
+        """``{'type': ..., **options}``; ``from_config`` of it builds the same layer."""
+        config = {"type": self.type_name}
+        config.update(getattr(self, "_init_args", {}))
+        return config
+
+    # ----- the contract ----------------------------------------------------------
+    needs_input_grad = True
+    rng: np.random.Generator | None = None  # set by the network for stochastic layers
+
+    def build(self, input_shapes: list[tuple], rng: np.random.Generator, dtype) -> tuple:
+        """Check input shapes, create parameters, return the output shape."""
+        raise NotImplementedError
+
+    def forward(self, x, training: bool):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Parameter]:
+        """Trainable tensors by name, in a fixed order."""
+        return {}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the weights (e.g. running statistics)."""
+        return {}
+
+    def macs(self, input_shapes: list[tuple], output_shape: tuple) -> int:
+        """Multiply-adds of one forward pass, per sample."""
+        return 0
+
+    def clear(self) -> None:
+        """Drop what forward kept for backward (frees memory after a step)."""
+        for key in list(self.__dict__):
+            if key.startswith("_cache"):
+                self.__dict__[key] = None
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_init_args", {}).items())
+        return f"{type(self).__name__}({opts})"
+
+
+def _recording_init(init):
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        if "_init_args" not in self.__dict__:  # outermost constructor records
+            try:
+                bound = sig.bind(self, *args, **kwargs)
+            except TypeError as exc:
+                raise ConfigError(f"{type(self).type_name}: {exc}") from None
+            bound.apply_defaults()
+            self._init_args = dict(list(bound.arguments.items())[1:])
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+def expect_rank(input_shape: tuple, rank: int, what: str) -> None:
+    """ConfigError unless ``input_shape`` has ``rank`` axes (per sample)."""
+    if len(input_shape) != rank:
+        raise ConfigError(f"expects {what} input, got shape {tuple(input_shape)}")

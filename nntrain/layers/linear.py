@@ -1,0 +1,61 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import validate as v
+from ..initializers import make_initializer
+from .base import Layer, Parameter, expect_rank
+from ..registry import LAYERS
+
+
+@LAYERS.register("linear")
+class Linear(Layer):
+    """y = x W^T + b.  x: (N, F_in) -> y: (N, out_features); W: (out_features, F_in).
+
+    Default init: He (fan_in) normal for W, zeros for b.
+    """
+
+    examples = [
+        ({"out_features": 4}, [(5,)]),
+        ({"out_features": 3, "bias": False, "init": {"type": "gaussian", "std": 0.1}}, [(6,)]),
+    ]
+
+    def __init__(self, out_features: int, bias: bool = True, init="he", bias_init="constant"):
+        self.out_features = v.positive_int(out_features, "out_features")
+        self.use_bias = v.boolean(bias, "bias")
+        self.init = make_initializer(init, "init")
+        self.bias_init = make_initializer(bias_init, "bias_init")
+        self.weight = self.bias = None
+        self._cache_x = None
+
+    def build(self, input_shapes, rng, dtype):
+        (shape,) = input_shapes
+        expect_rank(shape, 1, "a flat (features) — add a flatten layer before it —")
+        fan_in = shape[0]
+        self.weight = Parameter(self.init((self.out_features, fan_in), fan_in, self.out_features, rng, dtype))
+        if self.use_bias:
+            self.bias = Parameter(self.bias_init((self.out_features,), fan_in, self.out_features, rng, dtype),
+                                  decay=False)
+        return (self.out_features,)
+
+    def params(self):
+        return {"weight": self.weight, "bias": self.bias} if self.use_bias else {"weight": self.weight}
+
+    def macs(self, input_shapes, output_shape):
+        return input_shapes[0][0] * self.out_features
+
+    def forward(self, x, training):
+        self._cache_x = x
+        y = x @ self.weight.value.T
+        if self.use_bias:
+            y += self.bias.value
+        return y
+
+    def backward(self, dy):
+        x = self._cache_x
+        np.matmul(dy.T, x, out=self.weight.grad)
+        if self.use_bias:
+            dy.sum(axis=0, out=self.bias.grad)
+        return dy @ self.weight.value if self.needs_input_grad else None
