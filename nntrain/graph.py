@@ -276,6 +276,16 @@ class Network:
             return to_public(grads[INPUT])
         return None
 
+    def set_rng(self, rng: np.random.Generator) -> None:
+        """Give every stochastic layer (dropout) this generator.
+
+        The trainer passes a generator derived from (seed, iteration) before each step,
+        so a resumed run draws exactly the masks an uninterrupted run would have drawn.
+        """
+        self.rng = rng
+        for node in self.order:
+            node.layer.rng = rng
+
     def clear(self) -> None:
         """Free what the layers kept for backward."""
         for node in self.order:

@@ -1,1 +1,522 @@
-"""(being written)"""
+"""Optimizers (SGD, Adam, AdamW, RMSprop) and weight averaging (EMA, Lookahead).
+
+``opt = make_optimizer({type: sgd, lr: 0.01, momentum: 0.9}, params)``; each iteration
+the training loop sets ``opt.lr`` (from the schedule), runs backward, then ``opt.step()``.
+``params`` is a list of ``Parameter`` or of ``(name, Parameter)`` pairs (e.g.
+``net.named_parameters()``; the names key the saved state).
+
+Common to every optimizer, for a parameter W with gradient dE/dW (``param.grad``):
+
+- per-parameter learning rate  eta = lr * lr_mult; ``trainable: false`` -> skipped;
+- L2 weight decay: the gradient used is  g = dE/dW + lambda * decay_mult * W, which is
+  the gradient of the energy  E + (lambda/2) sum decay_mult ||W||^2
+  (``weight_decay_energy``); AdamW decays W directly instead (see ``AdamW``);
+- ``clip_grad_norm`` c: if the global norm ||g|| over all trainable parameters (decay
+  term included) exceeds c, every g is multiplied by c / ||g||.
+
+``step()`` reads ``param.grad`` and never writes it. The update runs in place in the
+parameter's dtype (float32 in training) through two reusable scratch buffers, so a step
+allocates nothing. State is allocated on a parameter's first step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from . import validate as v
+from .errors import CheckpointError, ConfigError
+from .layers.base import Parameter
+from .registry import OPTIMIZERS
+from .spec import Configurable, build, build_from_spec
+
+
+def named_params(params) -> list[tuple[str, Parameter]]:
+    """``[(key, Parameter)]``: keys are the names if all are non-empty and unique, else "0", "1", ..."""
+    pairs = []
+    for item in params:
+        name, p = item if isinstance(item, tuple) else (getattr(item, "name", ""), item)
+        if not isinstance(p, Parameter):
+            raise TypeError(f"expected Parameter objects or (name, Parameter) pairs, received {item!r}")
+        pairs.append((str(name), p))
+    if len({id(p) for _, p in pairs}) != len(pairs):
+        raise ValueError("the same Parameter is listed twice (it would be updated twice per step)")
+    names = [n for n, _ in pairs]
+    if not (all(names) and len(set(names)) == len(names)):
+        names = [str(i) for i in range(len(pairs))]
+    return [(n, p) for n, (_, p) in zip(names, pairs)]
+
+
+class _Workspace:
+    """Scratch arrays reused across parameters and steps: ``get(slot, like)`` is a view
+    shaped like ``like`` into one buffer per (slot, dtype), sized for the largest parameter."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._buffers: dict = {}
+
+    def get(self, slot: int, like: np.ndarray) -> np.ndarray:
+        key = (slot, like.dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < like.size:
+            buf = self._buffers[key] = np.empty(max(self.size, like.size), like.dtype)
+        return buf[: like.size].reshape(like.shape)
+
+
+def _check_state_arrays(prefix: str, state: dict, expected: dict) -> None:
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise CheckpointError(f"saved {prefix} state does not match: missing {', '.join(missing[:4])}"
+                              + (" ..." if len(missing) > 4 else ""))
+    for key, target in expected.items():
+        if np.shape(state[key]) != target.shape:
+            raise CheckpointError(f"saved {prefix} state does not match: {key} has shape {np.shape(state[key])}, "
+                                  f"expected {target.shape}")
+
+
+class Optimizer(Configurable):
+    """Base class: the common options, weight decay, clipping, state save/restore.
+
+    A subclass sets ``state_names`` (per-parameter state; names in ``count_names`` are
+    integer counters, the others arrays shaped like the parameter), implements
+    ``_update(p, g, state, eta)`` (apply one step to ``p.value`` with total gradient
+    ``g``, which it must not modify) and lists ``examples`` (option dicts) for the
+    registry-wide tests.
+    """
+
+    context_args = ("params",)
+    examples: list = []
+    state_names: tuple = ()
+    count_names: tuple = ()
+    decoupled_decay = False  # AdamW: weight decay is not part of the gradient
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, clip_grad_norm: float | None = None):
+        self.params = named_params(params)
+        if not self.params:
+            raise ConfigError("there are no parameters to optimise")
+        self.lr = v.positive(lr, "lr")
+        self.weight_decay = v.non_negative(weight_decay, "weight_decay")
+        self.clip_grad_norm = None if clip_grad_norm is None else v.positive(clip_grad_norm, "clip_grad_norm")
+        self.steps = 0
+        self.state: list[dict] = [{} for _ in self.params]
+        self.last_grad_norm: float | None = None  # set by step() when clipping
+        self._work = _Workspace(max(p.size for _, p in self.params))
+
+    # ----- the step ------------------------------------------------------------------
+    def step(self) -> None:
+        """Update every trainable parameter from its ``grad`` with the current ``self.lr``."""
+        lr = float(self.lr)
+        if not lr >= 0:
+            raise ConfigError(f"expected a learning rate >= 0, received lr={self.lr!r}")
+        scale = 1.0
+        if self.clip_grad_norm is not None:
+            norm = self.last_grad_norm = self.grad_norm()
+            if norm > self.clip_grad_norm:
+                scale = self.clip_grad_norm / norm
+        self.steps += 1
+        for (_, p), state in zip(self.params, self.state):
+            if p.trainable:
+                self._update(p, self._gradient(p, scale), state, float(lr * p.lr_mult))
+
+    def _gradient(self, p: Parameter, scale: float = 1.0) -> np.ndarray:
+        """scale * (grad + lambda * decay_mult * W): ``p.grad`` itself when that is the same."""
+        c = 0.0 if self.decoupled_decay else float(self.weight_decay * p.decay_mult)
+        if c == 0 and scale == 1:
+            return p.grad
+        g = self._work.get(0, p.value)
+        if c:
+            np.multiply(p.value, c, out=g)
+            g += p.grad
+        else:
+            np.copyto(g, p.grad)
+        if scale != 1:
+            g *= scale
+        return g
+
+    def _update(self, p: Parameter, g: np.ndarray, state: dict, eta: float) -> None:
+        raise NotImplementedError
+
+    def _buffer(self, state: dict, name: str, p: Parameter) -> np.ndarray:
+        buf = state.get(name)
+        if buf is None:
+            buf = state[name] = np.zeros_like(p.value)
+        return buf
+
+    # ----- quantities for the log ----------------------------------------------------
+    def grad_norm(self) -> float:
+        """Global L2 norm of the total gradient (decay term included) over trainable parameters."""
+        total = 0.0
+        for _, p in self.params:
+            if p.trainable:
+                g = self._gradient(p).reshape(-1)
+                total += float(np.dot(g, g))
+        return math.sqrt(total)
+
+    def weight_decay_energy(self) -> float:
+        """(lambda/2) sum decay_mult ||W||^2 over trainable parameters (0 for decoupled decay)."""
+        if self.decoupled_decay or self.weight_decay == 0:
+            return 0.0
+        total = 0.0
+        for _, p in self.params:
+            if p.trainable and p.decay_mult:
+                w = p.value.reshape(-1)
+                total += p.decay_mult * float(np.dot(w, w))
+        return 0.5 * self.weight_decay * total
+
+    # ----- state ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat ``{'<type>/<state>/<param key>': array, '<type>/step': int64, '<type>/lr': float64}`` (copies)."""
+        t = self.type_name
+        out = {f"{t}/step": np.array(self.steps, np.int64), f"{t}/lr": np.array(self.lr, np.float64)}
+        for (key, _), state in zip(self.params, self.state):
+            for name, val in state.items():
+                out[f"{t}/{name}/{key}"] = np.array(val, dtype=np.int64 if name in self.count_names else None)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` saved (keys of other prefixes are ignored).
+
+        A parameter without saved state (not yet stepped, or frozen until now) starts fresh.
+        """
+        t = self.type_name
+        if f"{t}/step" not in state:
+            found = sorted({k.split("/", 1)[0] for k in state})
+            raise CheckpointError(f"no saved state for optimizer '{t}' (found: {', '.join(found) or 'nothing'})")
+        index = {key: i for i, (key, _) in enumerate(self.params)}
+        new_state: list[dict] = [{} for _ in self.params]
+        for full_key, val in state.items():
+            if not full_key.startswith(f"{t}/") or full_key in (f"{t}/step", f"{t}/lr"):
+                continue
+            name, _, key = full_key[len(t) + 1:].partition("/")
+            if name not in self.state_names or key not in index:
+                raise CheckpointError(f"saved optimizer state has an entry this optimizer does not know: {full_key}")
+            p = self.params[index[key]][1]
+            val = np.asarray(val)
+            if name in self.count_names:
+                if val.shape != ():
+                    raise CheckpointError(f"saved optimizer state: {full_key} should be a single integer")
+                new_state[index[key]][name] = int(val)
+            else:
+                if val.shape != p.shape:
+                    raise CheckpointError(f"saved optimizer state: {full_key} has shape {val.shape}, "
+                                          f"the parameter has shape {p.shape}")
+                new_state[index[key]][name] = val.astype(p.value.dtype, copy=True)
+        self.state = new_state
+        self.steps = int(state[f"{t}/step"])
+        if f"{t}/lr" in state:
+            self.lr = float(state[f"{t}/lr"])
+
+
+@OPTIMIZERS.register("sgd")
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum mu.
+
+    g is the total gradient, eta = lr * lr_mult, v starts at 0.
+
+    ``convention: course`` (default; also Caffe, Keras, Chainer)::
+
+        v <- mu v - eta g;   w <- w + v
+        Nesterov:  v <- mu v - eta g;   w <- w + mu v - eta g      (with the new v)
+
+    ``convention: pytorch`` (torch.optim.SGD, dampening 0)::
+
+        v <- mu v + g;       w <- w - eta v
+        Nesterov:  v <- mu v + g;       w <- w - eta (g + mu v)
+
+    Without momentum both are w <- w - eta g. The course velocity is -eta times the
+    PyTorch one while eta is constant, so the two give identical weights; after a
+    change of eta they differ: the course velocity keeps its old step lengths (the
+    new rate applies to new gradients only) while PyTorch rescales the whole
+    velocity at once.
+    """
+
+    examples = [
+        {"lr": 0.1},
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        {"lr": 0.05, "momentum": 0.85, "nesterov": True, "convention": "pytorch", "clip_grad_norm": 0.5},
+        {"lr": 0.05, "momentum": 0.5, "nesterov": True, "weight_decay": 0.001},
+    ]
+    state_names = ("velocity",)
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 convention: str = "course", weight_decay: float = 0.0, clip_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, clip_grad_norm)
+        self.momentum = v.probability(momentum, "momentum")
+        self.nesterov = v.boolean(nesterov, "nesterov")
+        self.convention = v.choice(convention, "convention", ["course", "pytorch"])
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("expected momentum > 0 with nesterov: true, received momentum=0")
+
+    def _update(self, p, g, state, eta):
+        w, mu = p.value, self.momentum
+        tmp = self._work.get(1, w)
+        if mu == 0:
+            np.multiply(g, eta, out=tmp)
+            w -= tmp
+            return
+        vel = self._buffer(state, "velocity", p)
+        vel *= mu
+        if self.convention == "course":
+            np.multiply(g, eta, out=tmp)  # eta g
+            vel -= tmp
+            if self.nesterov:
+                w -= tmp
+                np.multiply(vel, mu, out=tmp)
+                w += tmp
+            else:
+                w += vel
+        else:
+            vel += g
+            if self.nesterov:
+                np.multiply(vel, mu, out=tmp)
+                tmp += g
+                tmp *= eta
+            else:
+                np.multiply(vel, eta, out=tmp)
+            w -= tmp
+
+
+@OPTIMIZERS.register("adam")
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as torch.optim.Adam; L2 decay is part of g.
+
+        t <- t + 1 (per parameter);  m <- b1 m + (1 - b1) g;  s <- b2 s + (1 - b2) g^2
+        w <- w - (eta / (1 - b1^t)) * m / (sqrt(s) / sqrt(1 - b2^t) + eps)
+    """
+
+    examples = [
+        {},
+        {"lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.01, "clip_grad_norm": 1.0},
+    ]
+    state_names = ("exp_avg", "exp_avg_sq", "t")
+    count_names = ("t",)
+
+    def __init__(self, params, lr: float = 0.001, betas: list = [0.9, 0.999], eps: float = 1e-8,  # noqa: B006
+                 weight_decay: float = 0.0, clip_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, clip_grad_norm)
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise ConfigError(f"expected a list of two numbers in [0, 1), received betas={betas!r}")
+        self.betas = (v.probability(betas[0], "betas[0]"), v.probability(betas[1], "betas[1]"))
+        self.eps = v.positive(eps, "eps")
+
+    def _update(self, p, g, state, eta):
+        b1, b2 = self.betas
+        m = self._buffer(state, "exp_avg", p)
+        s = self._buffer(state, "exp_avg_sq", p)
+        t = state["t"] = state.get("t", 0) + 1
+        tmp = self._work.get(1, p.value)
+        m *= b1
+        np.multiply(g, 1 - b1, out=tmp)
+        m += tmp
+        s *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp /= math.sqrt(1 - b2**t)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= eta / (1 - b1**t)
+        p.value -= tmp
+
+
+@OPTIMIZERS.register("adamw")
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
+
+        w <- w - eta * lambda * decay_mult * w      (first, with the current w)
+        then the Adam update above with g = grad (no decay term in g)
+
+    The decay is not the gradient of a term of the objective, so ``weight_decay_energy``
+    is 0 and ``clip_grad_norm`` clips the plain gradient. Default lambda 0.01 (PyTorch's).
+    """
+
+    examples = [{}, {"lr": 0.01, "weight_decay": 0.1, "clip_grad_norm": 1.0}]
+    decoupled_decay = True
+
+    def __init__(self, params, lr: float = 0.001, betas: list = [0.9, 0.999], eps: float = 1e-8,  # noqa: B006
+                 weight_decay: float = 0.01, clip_grad_norm: float | None = None):
+        super().__init__(params, lr, betas, eps, weight_decay, clip_grad_norm)
+
+    def _update(self, p, g, state, eta):
+        c = float(eta * self.weight_decay * p.decay_mult)
+        if c:
+            p.value *= 1 - c
+        super()._update(p, g, state, eta)
+
+
+@OPTIMIZERS.register("rmsprop")
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), as torch.optim.RMSprop (not centred).
+
+        s <- alpha s + (1 - alpha) g^2
+        momentum 0:  w <- w - eta g / (sqrt(s) + eps)
+        momentum mu: b <- mu b + g / (sqrt(s) + eps);  w <- w - eta b
+    """
+
+    examples = [{}, {"lr": 0.001, "alpha": 0.9, "momentum": 0.9, "weight_decay": 0.001}]
+    state_names = ("square_avg", "momentum_buffer")
+
+    def __init__(self, params, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0, clip_grad_norm: float | None = None):
+        super().__init__(params, lr, weight_decay, clip_grad_norm)
+        self.alpha = v.probability(alpha, "alpha")
+        self.eps = v.positive(eps, "eps")
+        self.momentum = v.probability(momentum, "momentum")
+
+    def _update(self, p, g, state, eta):
+        a = self.alpha
+        s = self._buffer(state, "square_avg", p)
+        tmp = self._work.get(1, p.value)
+        s *= a
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - a
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        if self.momentum:
+            b = self._buffer(state, "momentum_buffer", p)
+            b *= self.momentum
+            b += tmp
+            np.multiply(b, eta, out=tmp)
+        else:
+            tmp *= eta
+        p.value -= tmp
+
+
+def make_optimizer(spec, params) -> Optimizer:
+    """An Optimizer from ``{type: sgd, lr: ..., **options}`` over ``params`` (see the module docstring)."""
+    return build_from_spec(OPTIMIZERS, spec, "optimizer", params=params)
+
+
+# ----- weight averaging ----------------------------------------------------------------
+class _ParamCopies(Configurable):
+    """Shared by WeightAverage and Lookahead: one float copy per trainable parameter,
+    a counter, and their save/restore under ``<prefix>/<copy name>/<param key>``."""
+
+    context_args = ("params",)
+    prefix = "?"
+    copy_name = "?"
+    counter_name = "?"
+
+    def _init_copies(self, params) -> None:
+        self.params = [(k, p) for k, p in named_params(params) if p.trainable]
+        self.copies = [p.value.copy() for _, p in self.params]
+        self.count = 0
+        self._work = _Workspace(max((p.size for _, p in self.params), default=0))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out = {f"{self.prefix}/{self.counter_name}": np.array(self.count, np.int64)}
+        for (key, _), c in zip(self.params, self.copies):
+            out[f"{self.prefix}/{self.copy_name}/{key}"] = c.copy()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        expected = {f"{self.prefix}/{self.copy_name}/{key}": c for (key, _), c in zip(self.params, self.copies)}
+        counter = f"{self.prefix}/{self.counter_name}"
+        _check_state_arrays(self.prefix, state, {**expected, counter: np.zeros((), np.int64)})
+        for key, c in expected.items():
+            c[...] = state[key]
+        self.count = int(state[counter])
+
+
+class WeightAverage(_ParamCopies):
+    """Exponential moving average of the trainable parameters, to evaluate with.
+
+    Every ``every`` optimizer steps (``update(step)`` with step % every == 0)::
+
+        d = decay, or with warmup  d = min(decay, (1 + n) / (10 + n))   (n = averages taken so far)
+        avg <- d avg + (1 - d) w
+
+    ``avg`` starts as a copy of the weights. The warm-up (TensorFlow's
+    ExponentialMovingAverage with num_updates) lets early averages follow the fast-moving
+    weights instead of remembering the initialisation. Only Parameters are averaged:
+    buffers such as batch-norm running statistics are not (re-estimate them, or accept
+    the statistics of the live weights).
+
+    ``with ema.averaged(): evaluate(...)`` swaps the averages in and back out (exact
+    copies, so training continues bit for bit); ``swap()`` does one exchange.
+    """
+
+    prefix, copy_name, counter_name = "ema", "average", "updates"
+
+    def __init__(self, params, decay: float = 0.999, every: int = 1, warmup: bool = True):
+        self.decay = v.probability(decay, "decay")
+        self.every = v.positive_int(every, "every")
+        self.warmup = v.boolean(warmup, "warmup")
+        self._init_copies(params)
+
+    def update(self, step: int) -> bool:
+        """Average in the current weights if ``step`` (optimizer steps done) is a multiple of ``every``."""
+        if step % self.every:
+            return False
+        n = self.count
+        d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+        for (_, p), avg in zip(self.params, self.copies):
+            tmp = self._work.get(0, avg)
+            np.subtract(p.value, avg, out=tmp)
+            tmp *= 1 - d
+            avg += tmp
+        self.count = n + 1
+        return True
+
+    def swap(self) -> None:
+        """Exchange the live weights and the averages (call again to undo)."""
+        for (_, p), avg in zip(self.params, self.copies):
+            tmp = self._work.get(0, avg)
+            np.copyto(tmp, p.value)
+            np.copyto(p.value, avg)
+            np.copyto(avg, tmp)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Context in which the parameters hold the averaged weights."""
+        self.swap()
+        try:
+            yield self
+        finally:
+            self.swap()
+
+
+class Lookahead(_ParamCopies):
+    """Lookahead (Zhang et al. 2019) around any optimizer: call ``update()`` after each step.
+
+    Slow weights phi start as a copy of the weights w; every k steps::
+
+        phi <- phi + alpha (w - phi);   w <- phi
+
+    The inner optimizer's state (momentum) is kept across the synchronisation.
+    """
+
+    prefix, copy_name, counter_name = "lookahead", "slow", "steps"
+
+    def __init__(self, params, k: int = 5, alpha: float = 0.5):
+        self.k = v.positive_int(k, "k")
+        self.alpha = v.real(alpha, "alpha", min_value=0.0, max_value=1.0, min_open=True)
+        self._init_copies(params)
+
+    def update(self) -> bool:
+        """Count one optimizer step; synchronise (and return True) every k-th."""
+        self.count += 1
+        if self.count % self.k:
+            return False
+        for (_, p), slow in zip(self.params, self.copies):
+            tmp = self._work.get(0, slow)
+            np.subtract(p.value, slow, out=tmp)
+            tmp *= self.alpha
+            slow += tmp
+            np.copyto(p.value, slow)
+        return True
+
+
+def make_weight_average(options, params) -> WeightAverage:
+    """A WeightAverage from YAML options ``{decay: 0.999, every: 1, warmup: true}``."""
+    return build(WeightAverage, options, "ema", params=params)
+
+
+def make_lookahead(options, params) -> Lookahead:
+    """A Lookahead from YAML options ``{k: 5, alpha: 0.5}``."""
+    return build(Lookahead, options, "lookahead", params=params)

@@ -25,6 +25,10 @@ the parameters and returns the output shape. Then, many times:
   accumulate: a layer is used once per pass, and writing straight into the gradient
   buffer saves a full read-modify-write). When ``self.needs_input_grad`` is False
   (the layer reads only the network input) it may skip ``dx`` and return None.
+
+A layer never modifies in place an array it received (``x`` in forward, ``dy`` in
+backward): the same array may feed another branch of the DAG, or be kept by the
+layer that produced it for its own backward.
 """
 
 from __future__ import annotations

@@ -1,0 +1,96 @@
+"""2-D convolution layer (the maths and the kernels are in ``nntrain.ops.conv``)."""
+
+from __future__ import annotations
+
+from .. import validate as v
+from ..errors import ConfigError
+from ..initializers import make_initializer
+from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.im2col import conv_output_size
+from ..registry import LAYERS
+from .base import Layer, Parameter, expect_rank
+
+
+@LAYERS.register("conv2d")
+class Conv2d(Layer):
+    """Convolution (cross-correlation) with stride, zero padding, dilation and groups.
+
+    (Cin, H, W) -> (out_channels, Ho, Wo), Ho = floor((H + 2P - D(K-1) - 1) / S) + 1:
+
+        y[n, o, oh, ow] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, g*Cin/G + c, oh*S + i*D, ow*S + j*D]
+
+    with g = o // (Cout/G) the group of output channel o. ``groups = Cin`` is a depthwise
+    convolution. ``kernel``, ``stride``, ``padding``, ``dilation``: an int or [h, w].
+    Weight (Cout, Cin/G, Kh, Kw), He (fan_in = Cin/G*Kh*Kw) by default; bias (Cout,),
+    zeros, no weight decay. Work arrays (padded input, im2col matrix) are kept and
+    reused from batch to batch.
+    """
+
+    examples = [
+        ({"out_channels": 3, "kernel": 3}, [(2, 5, 5)]),
+        ({"out_channels": 4, "kernel": [3, 2], "stride": 2, "padding": [1, 0]}, [(2, 5, 6)]),
+        ({"out_channels": 4, "kernel": 3, "padding": 2, "dilation": 2, "groups": 2, "bias": False}, [(2, 5, 5)]),
+        ({"out_channels": 4, "kernel": 3, "padding": 1, "groups": 2}, [(2, 4, 4)]),  # depthwise, multiplier 2
+        ({"out_channels": 3, "kernel": 1, "init": {"type": "gaussian", "std": 0.1}}, [(2, 3, 3)]),  # pointwise
+        ({"out_channels": 2, "kernel": 1, "stride": 2}, [(2, 5, 5)]),
+    ]
+
+    def __init__(self, out_channels: int, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
+                 bias: bool = True, init="he", bias_init="constant"):
+        self.out_channels = v.positive_int(out_channels, "out_channels")
+        self.kernel = v.pair(kernel, "kernel", min_value=1)
+        self.stride = v.pair(stride, "stride", min_value=1)
+        self.padding = v.pair(padding, "padding", min_value=0)
+        self.dilation = v.pair(dilation, "dilation", min_value=1)
+        self.groups = v.positive_int(groups, "groups")
+        if self.out_channels % self.groups:
+            raise ConfigError(f"expected out_channels divisible by groups, received out_channels={out_channels}, "
+                              f"groups={groups}")
+        self.use_bias = v.boolean(bias, "bias")
+        self.init = make_initializer(init, "init")
+        self.bias_init = make_initializer(bias_init, "bias_init")
+        self.weight = self.bias = None
+        self._work = {}  # reused scratch arrays, see conv2d_forward
+        self._cache_cols = self._cache_shape = None
+
+    def build(self, input_shapes, rng, dtype):
+        (shape,) = input_shapes
+        expect_rank(shape, 3, "an image (C, H, W)")
+        cin, h, w = shape
+        if cin % self.groups:
+            raise ConfigError(f"input channels {cin} (input shape {tuple(shape)}) are not divisible by "
+                              f"groups={self.groups}")
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        ho, wo = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
+        if ho < 1 or wo < 1:
+            raise ConfigError(
+                f"kernel {kh}x{kw} (dilation {dh}x{dw}: spans {dh * (kh - 1) + 1}x{dw * (kw - 1) + 1}) does not fit "
+                f"the padded input {h + 2 * ph}x{w + 2 * pw} (input shape {tuple(shape)}, padding {ph}x{pw}); "
+                f"the output would be {ho}x{wo}")
+        cin_g, cout_g = cin // self.groups, self.out_channels // self.groups
+        wshape = (self.out_channels, cin_g, kh, kw)
+        fan_in, fan_out = cin_g * kh * kw, cout_g * kh * kw
+        self.weight = Parameter(self.init(wshape, fan_in, fan_out, rng, dtype))
+        if self.use_bias:
+            self.bias = Parameter(self.bias_init((self.out_channels,), fan_in, fan_out, rng, dtype), decay=False)
+        return (self.out_channels, ho, wo)
+
+    def params(self):
+        return {"weight": self.weight, "bias": self.bias} if self.use_bias else {"weight": self.weight}
+
+    def macs(self, input_shapes, output_shape):
+        _, cin_g, kh, kw = self.weight.shape
+        return output_shape[0] * output_shape[1] * output_shape[2] * cin_g * kh * kw
+
+    def forward(self, x, training):
+        bias = self.bias.value if self.use_bias else None
+        y, cols = conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation,
+                                 self.groups, self._work)
+        self._cache_cols, self._cache_shape = cols, x.shape
+        return y
+
+    def backward(self, dy):
+        dbias = self.bias.grad if self.use_bias else None
+        return conv2d_backward(dy, self._cache_cols, self.weight.value, self._cache_shape, self.stride,
+                               self.padding, self.dilation, self.groups, self.weight.grad, dbias,
+                               need_dx=self.needs_input_grad)

@@ -1,0 +1,133 @@
+"""Max and average pooling on channel-major arrays, with PyTorch's window rules.
+
+Per axis, window o covers padded positions [o*S, o*S + K), i.e. input rows
+[o*S - P, o*S - P + K). The output size is ``pool_output_size`` (floor or ceil mode);
+in ceil mode the last window may run past the padded input, so the padded buffer gets
+enough extra rows/columns at the bottom/right for every window to fit:
+
+- max pooling pads with -inf, so padding and the overhang never win; the gradient of
+  each output goes to its argmax, ties to the first maximum in row-major scan order of
+  the window (PyTorch's rule).
+- average pooling pads with 0 and multiplies the window sum by a precomputed inverse
+  count (``avg_pool_inverse_counts``).
+
+Each kernel is a loop over the Kh*Kw offsets of one strided numpy operation over all
+channels, samples and output pixels (``np.maximum`` over strided slices is much faster
+than ``.max`` over a window view).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .im2col import pad, unpad, window
+
+
+def pool_pads(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple) -> tuple:
+    """(top, bottom, left, right): P each side, more at the bottom/right if ceil-mode windows overhang."""
+    (h, w), (kh, kw), (sh, sw), (ph, pw), (ho, wo) = in_hw, kernel, stride, padding, out_hw
+    bottom = max(ph, (ho - 1) * sh + kh - h - ph)
+    right = max(pw, (wo - 1) * sw + kw - w - pw)
+    return (ph, bottom, pw, right)
+
+
+def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
+                     with_argmax: bool = True, work: dict | None = None):
+    """y[c, n, oh, ow] = max over the window; returns ``(y, arg)``.
+
+    ``arg`` (uint8/uint16, shape of y) is the winning offset ``i*Kw + j`` of each window,
+    the first maximum in scan order (kept only ``with_argmax``; else None).
+    """
+    work = {} if work is None else work
+    pads = pool_pads(x.shape[2:], kernel, stride, padding, out_hw)
+    xp = pad(x, pads, -np.inf, out=work.get("pad"))
+    if xp is not x:
+        work["pad"] = xp
+    kh, kw = kernel
+    y = window(xp, 0, 0, out_hw, stride).copy()
+    arg = None
+    if with_argmax:
+        arg = np.zeros(y.shape, np.uint8 if kh * kw <= 256 else np.uint16)
+        wins = np.empty(y.shape, bool)
+        candidate = np.empty_like(arg)
+    for k in range(1, kh * kw):
+        s = window(xp, k // kw, k % kw, out_hw, stride)
+        if with_argmax:
+            # offsets come in increasing order, so "arg = k where s beats the max so far" is
+            # arg = max(arg, k * (s > y)): plain arithmetic, far faster than a masked copy.
+            # Strictly greater: a later value equal to the max does not take over.
+            np.greater(s, y, out=wins)
+            np.multiply(wins.view(np.uint8), arg.dtype.type(k), out=candidate)
+            np.maximum(arg, candidate, out=arg)
+        np.maximum(y, s, out=y)
+    return y, arg
+
+
+def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple,
+                      padding: tuple) -> np.ndarray:
+    """dx: each dy entry added to the input position of its window's argmax (new array)."""
+    c, n, h, w = x_shape
+    out_hw = dy.shape[2:]
+    top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
+    dxp = np.zeros((c, n, h + top + bottom, w + left + right), dy.dtype)
+    hit = np.empty(dy.shape, bool)
+    routed = np.empty_like(dy)
+    kh, kw = kernel
+    for k in range(kh * kw):
+        # dy * (arg == k) rather than a masked add (np.add(..., where=)), which is 3x slower;
+        # the price: a non-finite dy spreads NaN over its whole window, not just the argmax.
+        np.equal(arg, k, out=hit)
+        np.multiply(dy, hit.view(np.uint8), out=routed)
+        target = window(dxp, k // kw, k % kw, out_hw, stride)
+        target += routed
+    return unpad(dxp, pads, (h, w))
+
+
+def avg_pool_inverse_counts(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
+                            count_include_pad: bool, dtype) -> np.ndarray:
+    """(Ho, Wo) array of 1 / divisor, PyTorch's ``AvgPool2d`` (and Caffe's AVE) divisor.
+
+    Per axis the window [o*S - P, o*S - P + K) is clipped to the padded input [-P, H + P);
+    with ``count_include_pad`` its length is the divisor (padding counts, the ceil-mode
+    overhang does not), otherwise the length after clipping to the input [0, H).
+    The 2-D divisor is the product of the row and column lengths.
+    """
+    lengths = []
+    for size, k, s, p, o in zip(in_hw, kernel, stride, padding, out_hw):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, size)
+        lengths.append(end - start)
+    return (1.0 / np.outer(lengths[0], lengths[1])).astype(dtype)
+
+
+def avg_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
+                     inverse_counts: np.ndarray, work: dict | None = None) -> np.ndarray:
+    """y[c, n, oh, ow] = (sum of the zero-padded window) * inverse_counts[oh, ow]."""
+    work = {} if work is None else work
+    pads = pool_pads(x.shape[2:], kernel, stride, padding, out_hw)
+    xp = pad(x, pads, 0.0, out=work.get("pad"))
+    if xp is not x:
+        work["pad"] = xp
+    kh, kw = kernel
+    y = window(xp, 0, 0, out_hw, stride).copy()
+    for k in range(1, kh * kw):
+        y += window(xp, k // kw, k % kw, out_hw, stride)
+    y *= inverse_counts
+    return y
+
+
+def avg_pool_backward(dy: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
+                      inverse_counts: np.ndarray) -> np.ndarray:
+    """dx: dy * inverse_counts added onto every position of its window (new array)."""
+    c, n, h, w = x_shape
+    out_hw = dy.shape[2:]
+    top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
+    dxp = np.zeros((c, n, h + top + bottom, w + left + right), dy.dtype)
+    g = dy * inverse_counts
+    kh, kw = kernel
+    for k in range(kh * kw):
+        target = window(dxp, k // kw, k % kw, out_hw, stride)
+        target += g
+    return unpad(dxp, pads, (h, w))
