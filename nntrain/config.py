@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -68,6 +69,25 @@ METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
 TTA_MODES = ("none", "flip", "crops", "translate")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a number (YAML 1.2; PyYAML's 1.1 rules make it a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def safe_load(text: str):
+    """yaml.safe_load with YAML 1.2 numbers (never constructs arbitrary objects)."""
+    return yaml.load(text, Loader=_Loader)  # ok: _Loader is a SafeLoader subclass
+
+
 # ----- reading ---------------------------------------------------------------------------
 class Origins:
     """Where each key path came from: ``(file, line)`` or a ``--set`` argument."""
@@ -92,8 +112,8 @@ def _read_yaml(path: Path, origins: Origins) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -167,7 +187,7 @@ def parse_override(text: str) -> tuple[list, object]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text}: bad key '{key}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -335,11 +355,31 @@ def validate(config: dict, origins: Origins | None = None) -> dict:
     if not isinstance(out["model"], list) or not out["model"]:
         raise ConfigError(f"{origins(('model',))}: model: expected a non-empty list of layers, "
                           f"received {out['model']!r}")
+    from .registry import LAYERS
+
+    for i, item in enumerate(out["model"]):
+        if not isinstance(item, dict) or "type" not in item:
+            raise ConfigError(f"{origins(('model', i))}: model[{i}]: expected a mapping with a 'type', received {item!r}")
+        options = {k: val for k, val in item.items() if k not in ("type", "name", "inputs", "params", "trainable")}
+        _at(origins, ("model", i), lambda: LAYERS.get(item["type"]).from_config(options))
     es = out["train"]["early_stopping"]
     if es and es["monitor"].startswith("val_") and not out["data"].get("validation"):
         raise ConfigError(f"{origins(('train', 'early_stopping', 'monitor'))}: train.early_stopping.monitor: "
                           f"'{es['monitor']}' needs a validation split, but data.validation is 0")
     return out
+
+
+class ResolvedConfig(dict):
+    """A resolved config (a plain dict) that remembers where each key came from.
+
+    ``origin(path)`` gives ``file:line`` (or ``--set ...``) for a key path such as
+    ``('model', 3)``, so errors found later (layer shapes at build time) can name the line.
+    """
+
+    origins: Origins | None = None
+
+    def origin(self, path) -> str:
+        return self.origins(tuple(path)) if self.origins else ""
 
 
 def load_config(path, overrides=(), *, name_default: str | None = None) -> dict:
@@ -354,7 +394,9 @@ def load_config(path, overrides=(), *, name_default: str | None = None) -> dict:
         origins.where[tuple(int(p) if p.isdigit() else p for p in parts)] = f"--set {text}"
     if config.get("name") is None:
         config["name"] = name_default or path.stem
-    return validate(config, origins)
+    resolved = ResolvedConfig(validate(config, origins))
+    resolved.origins = origins
+    return resolved
 
 
 def _check_override_key(config: dict, parts: list, text: str) -> None:
@@ -374,4 +416,4 @@ def config_hash(config: dict) -> str:
 
 
 def dump_yaml(config: dict) -> str:
-    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100)

@@ -6,6 +6,7 @@ construct the data pipeline and the network the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,16 @@ def network_input_shape(config: dict, data_shape: tuple) -> tuple:
 
 
 def build_network(config: dict, input_shape, dtype=None) -> Network:
-    return Network(config["model"], input_shape, outputs=config.get("outputs"), seed=config["seed"],
-                   dtype=dtype or config["dtype"])
+    """The config's network for ``input_shape``; a build error names the YAML line of the layer."""
+    try:
+        return Network(config["model"], input_shape, outputs=config.get("outputs"), seed=config["seed"],
+                       dtype=dtype or config["dtype"])
+    except ConfigError as exc:
+        match = re.match(r"model\[(\d+)\]", str(exc))
+        origin = config.origin(("model", int(match.group(1)))) if match and hasattr(config, "origin") else ""
+        if origin:
+            raise ConfigError(f"{origin}: {exc}") from None
+        raise
 
 
 def check_output(network: Network, num_classes: int) -> None:
@@ -63,6 +72,9 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
         normalizer = Normalizer.from_state(normalizer_state)
     else:
         normalizer = Normalizer.fit(data_cfg["normalize"], data.train.x, config["seed"])
+    if config["train"]["batch_size"] > len(data.train):
+        raise ConfigError(f"train.batch_size: {config['train']['batch_size']} is larger than the training "
+                          f"split ({len(data.train)} examples)")
     augment = make_augmentation(data_cfg["augment"])
     network = build_network(config, augment.output_shape(data.input_shape), dtype)
     check_output(network, data.num_classes)

@@ -31,6 +31,10 @@ from .layers.base import Layer, Parameter, batch_shape, to_internal, to_public
 from .registry import LAYERS, did_you_mean
 
 INPUT = "input"
+# Random streams are SeedSequence([seed, tag, ...]); the tags keep weight init and dropout
+# apart from the data loader's [seed, epoch] and [seed, epoch, batch] streams.
+RNG_INIT = 1_000_001
+RNG_DROPOUT = 1_000_002
 _GRAPH_KEYS = ("name", "inputs", "params", "trainable")
 _PARAM_OPTIONS = ("lr_mult", "decay_mult", "trainable")
 
@@ -62,12 +66,12 @@ class Network:
             raise ConfigError("model: expected a non-empty list of layers")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.dtype = np.dtype(dtype)
-        self.rng = np.random.default_rng([seed, 1])  # stochastic layers (dropout) draw from this
+        self.rng = np.random.default_rng([seed, RNG_DROPOUT])  # stochastic layers (dropout); the trainer re-seeds per step
         self.nodes: list[Node] = self._make_nodes(spec)
         self.by_name = {n.name: n for n in self.nodes}
         self.output_names = self._output_names(outputs)
         self.order = self._topological_order()
-        self._infer_shapes(np.random.default_rng([seed, 0]))
+        self._infer_shapes(np.random.default_rng([seed, RNG_INIT]))
         self._set_input_grad_flags(False)
 
     # ----- building ------------------------------------------------------------------
@@ -162,7 +166,7 @@ class Network:
         shapes = {INPUT: self.input_shape}
         for node in self.order:
             node.input_shapes = [shapes[s] for s in node.inputs]
-            where = f"layer '{node.name}' ({node.layer.type_name})"
+            where = f"model[{node.index}] ('{node.name}', {node.layer.type_name})"
             try:
                 out = node.layer.build(node.input_shapes, init_rng, self.dtype)
             except ConfigError as exc:

@@ -38,6 +38,7 @@ from . import __version__
 from .config import config_hash, dump_yaml
 from .errors import ConfigError, RunError
 from .experiment import Experiment, evaluate_split
+from .graph import RNG_DROPOUT
 from .fileio import atomic_open, save_json
 from .rundir import (ITERATION_COLUMNS, METRICS_COLUMNS, Checkpoint, CsvLog, save_checkpoint,
                      truncate_csv)
@@ -77,9 +78,6 @@ class Trainer:
         net, data = exp.network, exp.data
         seed = self.cfg["seed"]
 
-        if self.tcfg["batch_size"] > len(data.train):
-            raise ConfigError(f"train.batch_size: {self.tcfg['batch_size']} is larger than the training "
-                              f"split ({len(data.train)} examples)")
         self.loader = BatchLoader(data.train, self.tcfg["batch_size"], normalizer=exp.normalizer,
                                   augment=exp.augment, shuffle=self.tcfg["shuffle"], seed=seed,
                                   drop_last=self.tcfg["drop_last"])
@@ -259,7 +257,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 lr = self.schedule.lr(self.iteration) * self.lr_scale
                 opt.lr = lr
-                net.set_rng(np.random.default_rng([seed, 2, self.iteration]))
+                net.set_rng(np.random.default_rng([seed, RNG_DROPOUT, self.iteration]))
                 logits = net.forward(x, training=True)
                 data_loss = loss.forward(logits, y)
                 wd = opt.weight_decay_energy()

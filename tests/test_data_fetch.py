@@ -53,9 +53,10 @@ def test_download_verifies_and_writes_atomically(server, tmp_path):
     payload = b"not really cifar" * 100_000  # 1.6 MB: several read blocks
     (served / "cifar-10-python.tar.gz").write_bytes(payload)
     seen = []
-    root = fetch_dataset("cifar10", tmp_path / "cache" / "cifar10", base_url=url,
-                         checksums={"cifar-10-python.tar.gz": _sha(payload)},
-                         progress=lambda name, done, total: seen.append((name, done, total)))
+    root = tmp_path / "cache" / "cifar10"
+    paths = fetch_dataset("cifar10", root, base_url=url, checksums={"cifar-10-python.tar.gz": _sha(payload)},
+                          progress=lambda name, done, total: seen.append((name, done, total)))
+    assert paths == [root / "cifar-10-python.tar.gz"]
     assert (root / "cifar-10-python.tar.gz").read_bytes() == payload
     assert [p.name for p in root.iterdir()] == ["cifar-10-python.tar.gz"]  # no temporary left
     assert seen[-1] == ("cifar-10-python.tar.gz", len(payload), len(payload))
@@ -108,3 +109,11 @@ def test_pinned_checksums():
         "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"
     assert sorted(fetch.FILES["mnist"][1]) == sorted(fetch.FILES["fashion_mnist"][1])
     assert fetch.download_urls("mnist_subset") == []
+
+
+def test_default_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("NNTRAIN_DATA", raising=False)
+    assert fetch.default_root("cifar10") == tmp_path / ".cache" / "nntrain" / "cifar10"
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "d"))
+    assert fetch.default_root("mnist") == tmp_path / "d" / "mnist"

@@ -303,3 +303,20 @@ def test_default_fetch_root_is_searched(tmp_path, monkeypatch):
     assert root == tmp_path / "d" / "mnist"
     write_mnist_like(root)
     assert load_data({"dataset": "mnist"}).source == str(root)
+
+
+def test_known_input_shape_without_reading_images(tmp_path):
+    from nntrain.data import known_input_shape
+
+    assert known_input_shape({"dataset": "cifar10"}) == ((3, 32, 32), 10)  # no files needed
+    assert known_input_shape({"dataset": "cifar100", "label_mode": "coarse"}) == ((3, 32, 32), 20)
+    assert known_input_shape({"dataset": "cifar100"}) == ((3, 32, 32), 100)
+    assert known_input_shape({"dataset": "fashion_mnist"}) == ((1, 28, 28), 10)
+    assert known_input_shape({}) == ((1, 28, 28), 10)
+    np.savez(tmp_path / "a.npz", x=np.zeros((4, 9, 7, 3), np.uint8), y=np.array([0, 1, 5, 2]))
+    assert known_input_shape({"dataset": "npz", "path": str(tmp_path / "a.npz")}) == ((3, 9, 7), 6)
+    np.savez(tmp_path / "b.npz", x=np.zeros((4, 9, 7)), y=np.zeros(4, int), classes=np.array(["a", "b"]))
+    assert known_input_shape({"dataset": "npz", "path": str(tmp_path / "b.npz")}) == ((1, 9, 7), 2)
+    (tmp_path / "c.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable npz data file"):
+        known_input_shape({"dataset": "npz", "path": str(tmp_path / "c.npz")})

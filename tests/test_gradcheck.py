@@ -31,3 +31,5 @@ def test_relative_error_basics():
     a = np.array([1.0, 2.0])
     assert relative_error(a, a) == 0.0
     assert relative_error(a, -a) == 1.0
+    assert relative_error(np.array([1e-17]), np.array([3e-10])) == 0.0  # both zero up to round-off
+    assert relative_error(np.array([1e-5]), np.array([2e-5])) > 0.3

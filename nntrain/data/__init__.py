@@ -13,7 +13,7 @@ Typical use (what the trainer does)::
 """
 
 from .augment import Pipeline, center_crop, make_augmentation
-from .datasets import Data, default_fetch_root, load_data, validate_data_config
+from .datasets import Data, default_fetch_root, known_input_shape, load_data, validate_data_config
 from .fetch import fetch_dataset
 from .loader import BatchLoader
 from .normalize import Normalizer, normalize_spec
@@ -22,6 +22,6 @@ from .tta import predict_proba
 
 __all__ = [
     "BatchLoader", "Data", "Normalizer", "Pipeline", "Split", "center_crop", "default_fetch_root", "fetch_dataset",
-    "load_data",
+    "known_input_shape", "load_data",
     "make_augmentation", "normalize_spec", "predict_proba", "validate_data_config",
 ]

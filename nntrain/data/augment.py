@@ -21,6 +21,7 @@ evaluation does instead (a centre crop for such a crop, identity for the others)
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -143,6 +144,7 @@ def bilinear_sample(x: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray
     return top.reshape(n, c, ho, wo)
 
 
+@functools.lru_cache(maxsize=16)
 def gaussian_blur_matrix(size: int, sigma: float, dtype=np.float32) -> np.ndarray:
     """B (size, size) with (B @ f) = f convolved with a Gaussian of std ``sigma``.
 
@@ -160,7 +162,9 @@ def gaussian_blur_matrix(size: int, sigma: float, dtype=np.float32) -> np.ndarra
         j = np.mod(rows + k, 2 * size)
         j = np.where(j >= size, 2 * size - 1 - j, j)
         m[rows, j] += weight
-    return m.astype(dtype)
+    m = m.astype(dtype)
+    m.flags.writeable = False  # cached and shared
+    return m
 
 
 # ----- the augmentations -------------------------------------------------------------

@@ -35,9 +35,9 @@ from ..errors import ConfigError, DataError
 from ..registry import DATASETS, did_you_mean
 from . import cifar, idx
 from .augment import make_augmentation
-from .fetch import download_urls
+from .fetch import default_root, download_urls
 from .normalize import normalize_spec
-from .npzdata import read_npz
+from .npzdata import npz_shape_and_classes, read_npz
 from .splits import Split, balanced_first, stratified_split, validation_count
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
@@ -79,6 +79,10 @@ class Dataset:
         """(x_train, y_train, x_test or None, y_test or None, classes)."""
         raise NotImplementedError
 
+    def shape_and_classes(self, path) -> tuple[tuple, int]:
+        """Per-sample (C, H, W) and the number of classes, without reading the images."""
+        raise NotImplementedError
+
     def candidates(self) -> list[Path]:
         out = []
         env = os.environ.get("NNTRAIN_DATA")
@@ -114,15 +118,17 @@ class Dataset:
 
 
 def default_fetch_root(name: str) -> Path:
-    """Where ``nntrain data fetch NAME`` should write: $NNTRAIN_DATA/<folder> if set, else
-    ~/.cache/nntrain/<folder> (both are searched by ``load_data``)."""
-    folder = _dataset_class(name).folder
-    env = os.environ.get("NNTRAIN_DATA")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "nntrain") / folder
+    """Where ``nntrain data fetch NAME`` writes (see ``fetch.default_root``); ``load_data`` searches it."""
+    return default_root(_dataset_class(name).folder)
 
 
 class _Cifar(Dataset):
     search_data_root = True
+
+    num_classes = 10
+
+    def shape_and_classes(self, path):
+        return (3, 32, 32), self.num_classes
 
     def find(self, location):
         return cifar.find_source(location, self.type_name)
@@ -149,6 +155,7 @@ class Cifar100(_Cifar):
 
     def __init__(self, label_mode: str = "fine"):
         self.label_mode = v.choice(label_mode, "label_mode", ["fine", "coarse"])
+        self.num_classes = 100 if self.label_mode == "fine" else 20
 
     def options(self):
         return {"label_mode": self.label_mode}
@@ -159,6 +166,9 @@ class Cifar100(_Cifar):
 
 class _Idx(Dataset):
     classes: list[str] = [str(i) for i in range(10)]
+
+    def shape_and_classes(self, path):
+        return (1, 28, 28), len(self.classes)
 
     def _file(self, location: Path, base: str) -> Path | None:
         for name in (base + ".gz", base):
@@ -232,6 +242,9 @@ class Npz(Dataset):
     def read(self, source):
         return read_npz(source)
 
+    def shape_and_classes(self, path):
+        return npz_shape_and_classes(self.locate(path))
+
 
 # ----- the data: section ---------------------------------------------------------------
 
@@ -278,6 +291,18 @@ def validate_data_config(cfg) -> dict:
     out["augment"] = make_augmentation(out["augment"], "data.augment").get_config()
     out["limit"] = _check_limit(out["limit"])
     return out
+
+
+def known_input_shape(cfg) -> tuple[tuple, int]:
+    """(per-sample (C, H, W), number of classes) of the ``data:`` section's data set.
+
+    Known without reading any file for the built-in data sets; for npz only the array
+    headers and labels of the file are read.
+    """
+    cfg = validate_data_config(cfg)
+    cls = _dataset_class(cfg["dataset"])
+    ds = cls(**{k: cfg[k] for k in _dataset_option_names(cls)})
+    return ds.shape_and_classes(cfg["path"])
 
 
 def _check_validation(value):

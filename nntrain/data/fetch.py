@@ -1,7 +1,8 @@
 """Download the official data set files, check their SHA-256, write them atomically.
 
 ``fetch_dataset("cifar10", root)`` puts ``cifar-10-python.tar.gz`` into ``root``
-(the loader reads the archive in place). A file already there with the right
+(the loader reads the archive in place); ``root`` defaults to ``default_root(name)``
+in the CLI, a folder the loader searches. A file already there with the right
 checksum is kept; a download with the wrong checksum is deleted and refused.
 """
 
@@ -57,6 +58,13 @@ MNIST_IDX_SHA256 = {
 _BLOCK = 1 << 20
 
 
+def default_root(name: str) -> Path:
+    """Where ``nntrain data fetch NAME`` writes by default, a place ``load_data`` searches:
+    $NNTRAIN_DATA/NAME when $NNTRAIN_DATA is set, else ~/.cache/nntrain/NAME."""
+    env = os.environ.get("NNTRAIN_DATA")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "nntrain") / name
+
+
 def download_urls(name: str) -> list[str]:
     """The official addresses of data set ``name`` (empty for embedded / user data)."""
     if name not in FILES:
@@ -74,8 +82,8 @@ def sha256_of(path) -> str:
 
 
 def fetch_dataset(name: str, root, *, base_url: str | None = None, checksums: dict | None = None,
-                  progress=None, timeout: float = 60.0) -> Path:
-    """Download data set ``name`` into the folder ``root``; return ``root``.
+                  progress=None, timeout: float = 60.0) -> list[Path]:
+    """Download data set ``name`` into the folder ``root``; return the paths of its files.
 
     ``base_url`` replaces the official address (a mirror; the tests use a local
     server) and ``checksums`` ({file: sha256}) the pinned checksums. ``progress`` is
@@ -92,12 +100,14 @@ def fetch_dataset(name: str, root, *, base_url: str | None = None, checksums: di
         base += "/"
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
+    paths = []
     for fname, expected in files.items():
         target = root / fname
+        paths.append(target)
         if target.is_file() and sha256_of(target) == expected:
             continue
         _download(base + fname, target, expected, progress, timeout)
-    return root
+    return paths
 
 
 def _download(url: str, target: Path, expected: str, progress, timeout: float) -> None:

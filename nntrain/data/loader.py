@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from .. import validate as v
+from ..errors import ConfigError
 from .splits import Split
 
 _DONE = object()
@@ -39,6 +40,8 @@ class BatchLoader:
         self.split = split
         self.batch_size = v.positive_int(batch_size, "batch_size")
         self.normalizer = normalizer
+        if augment is not None and not callable(augment):
+            raise ConfigError(f"augment: expected a callable (x, rng) -> x such as a Pipeline, received {augment!r}")
         self.augment = augment
         self.shuffle = v.boolean(shuffle, "shuffle")
         self.seed = v.integer(seed, "seed", min_value=0)

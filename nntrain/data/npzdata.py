@@ -67,6 +67,28 @@ def to_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def npz_shape_and_classes(path: Path) -> tuple[tuple, int]:
+    """(C, H, W) and the class count of an npz data file, reading only x's header and the labels."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z, z.open("x.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            shape = read_header(f)[0] if read_header else None
+        with np.load(path, allow_pickle=False) as f:
+            if shape is None:  # a rare header version: read the array itself
+                shape = f["x"].shape
+            if "classes" in f.files:
+                k = len(f["classes"])
+            else:
+                k = 1 + max(int(f[key].max(initial=-1)) for key in ("y", "y_test") if key in f.files)
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: not a readable npz data file ({exc})") from None
+    x_shape = to_nchw(np.empty((0, *shape[1:]), np.uint8), f"{path}:x").shape
+    return tuple(int(s) for s in x_shape[1:]), k
+
+
 def read_npz(path: Path):
     """(x_train, y_train, x_test or None, y_test or None, classes) from an npz file."""
     path = Path(path)

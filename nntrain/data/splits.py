@@ -19,7 +19,11 @@ VALIDATION_STREAM = 0x7A11D
 
 @dataclass
 class Split:
-    """Images ``x`` (N, C, H, W) (uint8, or float32 for float npz data) and labels ``y`` (N,) int64."""
+    """Images ``x`` (N, C, H, W) (uint8, or float32 for float npz data) and labels ``y`` (N,) int64.
+
+    Arrays read straight from a file may be read-only views of its bytes: treat a
+    split as immutable (the loader copies each batch before normalising it).
+    """
 
     x: np.ndarray
     y: np.ndarray

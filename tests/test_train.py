@@ -1,0 +1,151 @@
+"""The training loop: run directory, exact resume, early stopping, divergence, checkpoints."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nntrain.config import load_config
+from nntrain.errors import CheckpointError, ConfigError
+from nntrain.evaluate import evaluate_checkpoint
+from nntrain.experiment import build_experiment
+from nntrain.rundir import Checkpoint, create_run_dir, read_csv
+from nntrain.train import Trainer
+
+
+def _train(config_path, run_dir, overrides=(), **kwargs):
+    cfg = load_config(config_path, list(overrides))
+    trainer = Trainer(build_experiment(cfg), run_dir, quiet=True, **kwargs)
+    return trainer.run()
+
+
+def _without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_run_directory_is_complete(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    summary = _train(tiny_config, run)
+    for name in ("config.yaml", "model.txt", "metrics.csv", "iterations.csv", "summary.json",
+                 "checkpoints/best.npz", "checkpoints/last.npz"):
+        assert (run / name).is_file(), name
+    with open(run / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert header[:10] == ["epoch", "iteration", "lr", "energy", "loss", "weight_decay", "train_error",
+                           "val_loss", "val_error", "seconds"]
+    rows = read_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1.0, 2.0, 3.0]
+    for r in rows:  # energy = data loss + weight-decay term
+        assert r["energy"] == pytest.approx(r["loss"] + r["weight_decay"], rel=1e-9)
+        assert r["weight_decay"] > 0
+    iters = read_csv(run / "iterations.csv")
+    assert len(iters) == summary["iterations"] == 3 * 10  # 300 train images / 32 -> 10 batches
+    assert summary["stop_reason"] == "finished"
+    assert summary["test"]["n"] == 100
+    assert json.loads((run / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
+    assert rows[1]["lr"] == pytest.approx(0.05) and rows[2]["lr"] == pytest.approx(0.025)  # multistep at epoch 2
+    assert rows[-1]["energy"] < rows[0]["energy"]
+
+
+def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run")
+    result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / summary["test"]["checkpoint"])
+    assert result["error"] == summary["test"]["error"]
+    assert result["loss"] == summary["test"]["loss"]
+    assert sum(map(sum, result["confusion_matrix"])) == 100
+
+
+@pytest.mark.parametrize("stop_at", [5, 7, 16])  # mid-epoch, exactly at an epoch end, late
+def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path, stop_at):
+    overrides = ["train.ema={decay: 0.9}", "train.eval_every=4", "schedule={type: plateau, patience: 1}"]
+    full = _train(tiny_config, tmp_path / "full", overrides)
+    part = _train(tiny_config, tmp_path / "part", overrides, stop_at_iteration=stop_at)
+    assert part["stop_reason"] == "interrupted" and part["iterations"] == stop_at
+    cfg = Checkpoint(tmp_path / "part" / "checkpoints" / "last.npz").config
+    resumed = Trainer(build_experiment(cfg, normalizer_state=Checkpoint(
+        tmp_path / "part" / "checkpoints" / "last.npz").group("norm")), tmp_path / "part", quiet=True,
+        resume=True).run()
+    assert resumed["stop_reason"] == full["stop_reason"] == "finished"
+    assert _without_seconds(read_csv(tmp_path / "part" / "metrics.csv")) == \
+        _without_seconds(read_csv(tmp_path / "full" / "metrics.csv"))
+    assert read_csv(tmp_path / "part" / "iterations.csv") == read_csv(tmp_path / "full" / "iterations.csv")
+    a = Checkpoint(tmp_path / "full" / "checkpoints" / "last.npz").arrays
+    b = Checkpoint(tmp_path / "part" / "checkpoints" / "last.npz").arrays
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["test"] == full["test"]
+
+
+def test_early_stopping_restores_best(tiny_config, tmp_path):
+    # a learning rate this small barely moves: validation error stalls, patience runs out
+    summary = _train(tiny_config, tmp_path / "run", ["train.epochs=30", "optimizer.lr=1e-6",
+                                                      "optimizer.momentum=0", "train.early_stopping={patience: 2}"])
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["epochs"] < 30
+    assert summary["test"]["checkpoint"] == "best.npz"
+    best = Checkpoint(tmp_path / "run" / "checkpoints" / "best.npz")
+    assert best.meta["iteration"] == summary["best"]["iteration"]
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert min(r["val_error"] for r in rows) == summary["best"]["value"]
+
+
+def test_divergence_rolls_back_and_cuts_the_learning_rate(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run", ["optimizer.lr=1e4", "train.epochs=1",
+                                                      "train.divergence={max_retries: 12, lr_factor: 0.1}"])
+    assert summary["divergence_retries"] >= 1
+    assert summary["lr_scale"] == pytest.approx(0.1 ** summary["divergence_retries"])
+    assert summary["stop_reason"] == "finished"
+    assert "rolled back" in (tmp_path / "run" / "events.log").read_text()
+    iters = read_csv(tmp_path / "run" / "iterations.csv")
+    assert [r["iteration"] for r in iters] == list(range(1, len(iters) + 1))  # no duplicated rows
+    assert all(np.isfinite(r["energy"]) for r in iters)
+
+
+def test_divergence_stop_action(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run", ["optimizer.lr=1e6", "train.divergence={action: stop}"])
+    assert summary["stop_reason"] == "diverged"
+    assert summary["test"] is None
+
+
+def test_batch_larger_than_training_set(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="larger than the training split"):
+        _train(tiny_config, tmp_path / "run", ["train.batch_size=5000"])
+
+
+def test_run_dirs_never_clobber(tmp_path):
+    a = create_run_dir("x", tmp_path)
+    b = create_run_dir("x", tmp_path)
+    assert a != b and a.is_dir() and b.is_dir()
+    (a / "file").write_text("keep")
+    with pytest.raises(ConfigError, match="not empty"):
+        create_run_dir("x", tmp_path, run_dir=a)
+
+
+def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path / "run", ["train.epochs=1"])
+    good = (tmp_path / "run" / "checkpoints" / "last.npz").read_bytes()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Checkpoint(bad)
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(CheckpointError):
+        evaluate_checkpoint(bad)
+    np.savez(bad, x=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not an nntrain checkpoint"):
+        Checkpoint(bad)
+
+
+def test_checkpoint_never_needs_pickle(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path / "run", ["train.epochs=1"])
+    with np.load(tmp_path / "run" / "checkpoints" / "last.npz", allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+
+
+def test_max_iterations_and_mid_epoch_evaluation(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run", ["train.max_iterations=10", "train.eval_every=3"])
+    assert summary["iterations"] == 10 and summary["stop_reason"] == "max_iterations"
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert [r["iteration"] for r in rows] == [3, 6, 9, 10]
