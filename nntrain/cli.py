@@ -272,5 +272,12 @@ def fetch(name, root, base_url, debug):
         click.echo(str(p))
 
 
+from .cli_sweep import compare, plot, sweep  # noqa: E402  (click commands; light imports only)
+
+main.add_command(sweep)
+main.add_command(compare)
+main.add_command(plot)
+
+
 if __name__ == "__main__":
     main()

@@ -14,16 +14,12 @@ import numpy as np
 from . import validate as v
 from .errors import ConfigError
 from .registry import INITIALIZERS
+from .spec import Configurable, build_from_spec
 
 
-class Initializer:
-    type_name = "?"
-
+class Initializer(Configurable):
     def __call__(self, shape, fan_in, fan_out, rng, dtype):
         raise NotImplementedError
-
-    def get_config(self) -> dict:
-        return {"type": self.type_name, **self.__dict__}
 
 
 @INITIALIZERS.register("gaussian")
@@ -130,13 +126,6 @@ def make_initializer(spec, what: str = "init") -> Initializer:
     """An Initializer from ``'he'`` or ``{'type': 'gaussian', 'std': 0.01}``."""
     if isinstance(spec, Initializer):
         return spec
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    if not isinstance(spec, dict) or "type" not in spec:
+    if not isinstance(spec, (str, dict)) or (isinstance(spec, dict) and "type" not in spec):
         raise ConfigError(f"expected an initializer name or {{type: ..., ...}}, received {what}={spec!r}")
-    options = {k: val for k, val in spec.items() if k != "type"}
-    cls = INITIALIZERS.get(spec["type"])
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"{what} ({spec['type']}): {exc}") from None
+    return build_from_spec(INITIALIZERS, spec, what)

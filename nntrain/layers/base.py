@@ -33,12 +33,10 @@ layer that produced it for its own backward.
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 import numpy as np
 
 from ..errors import ConfigError
+from ..spec import Configurable, check_options
 
 
 class Parameter:
@@ -100,7 +98,7 @@ def batch_size_of(x: np.ndarray) -> int:
     return x.shape[1] if x.ndim == 4 else x.shape[0]
 
 
-class Layer:
+class Layer(Configurable):
     """Base class of every layer; see the module docstring for the contract.
 
     A subclass declares its options as keyword arguments of ``__init__``, validates
@@ -117,11 +115,6 @@ class Layer:
     n_inputs: int | None = 1  # None: one or more inputs (add, concat)
     examples: list = []
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _recording_init(cls.__dict__["__init__"])
-
     def __init__(self):
         pass
 
@@ -129,23 +122,11 @@ class Layer:
     @classmethod
     def from_config(cls, options: dict) -> "Layer":
         """Build from a YAML dict of constructor options (without ``type``)."""
-        sig = inspect.signature(cls.__init__)
-        allowed = [p for p in sig.parameters if p != "self"]
-        for key in options:
-            if key not in allowed:
-                from ..registry import did_you_mean
-
-                raise ConfigError(
-                    f"unknown option '{key}' for layer type '{cls.type_name}'{did_you_mean(key, allowed)}"
-                    f" (options: {', '.join(allowed) or 'none'})"
-                )
+        check_options(cls, options, f"layer type '{cls.type_name}'")
         return cls(**options)
 
-    def get_config(self) -> dict:
-        """``{'type': ..., **options}``; ``from_config`` of it builds the same layer."""
-        config = {"type": self.type_name}
-        config.update(getattr(self, "_init_args", {}))
-        return config
+    # ``get_config()`` (from Configurable) returns ``{'type': ..., **options}``, which
+    # ``from_config`` turns back into the same layer.
 
     # ----- the contract ----------------------------------------------------------
     needs_input_grad = True
@@ -182,23 +163,6 @@ class Layer:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_init_args", {}).items())
         return f"{type(self).__name__}({opts})"
-
-
-def _recording_init(init):
-    sig = inspect.signature(init)
-
-    @functools.wraps(init)
-    def wrapped(self, *args, **kwargs):
-        if "_init_args" not in self.__dict__:  # outermost constructor records
-            try:
-                bound = sig.bind(self, *args, **kwargs)
-            except TypeError as exc:
-                raise ConfigError(f"{type(self).type_name}: {exc}") from None
-            bound.apply_defaults()
-            self._init_args = dict(list(bound.arguments.items())[1:])
-        init(self, *args, **kwargs)
-
-    return wrapped
 
 
 def expect_rank(input_shape: tuple, rank: int, what: str) -> None:

@@ -1,0 +1,58 @@
+"""Weight initialisers: the statistics each promises, dirac identity, validation."""
+
+import numpy as np
+import pytest
+
+from nntrain import Network
+from nntrain.errors import ConfigError
+from nntrain.initializers import make_initializer
+from nntrain.registry import INITIALIZERS
+
+SHAPE, FAN_IN, FAN_OUT = (256, 128, 3, 3), 128 * 9, 256 * 9
+
+
+def draw(spec):
+    return make_initializer(spec)(SHAPE, FAN_IN, FAN_OUT, np.random.default_rng(0), np.float32)
+
+
+@pytest.mark.parametrize("spec,std", [
+    ({"type": "gaussian", "std": 0.01}, 0.01),
+    ("he", np.sqrt(2 / FAN_IN)),
+    ({"type": "kaiming", "mode": "fan_out"}, np.sqrt(2 / FAN_OUT)),
+    ({"type": "xavier", "distribution": "normal"}, np.sqrt(2 / (FAN_IN + FAN_OUT))),
+    ("glorot", np.sqrt(6 / (FAN_IN + FAN_OUT)) / np.sqrt(3)),  # U(-a, a) has std a / sqrt(3)
+    ({"type": "uniform", "low": -0.3, "high": 0.3}, 0.3 / np.sqrt(3)),
+])
+def test_standard_deviation(spec, std):
+    w = draw(spec)
+    assert w.dtype == np.float32 and w.shape == SHAPE
+    assert abs(w.mean()) < 0.02 * std + 1e-6
+    assert w.std() == pytest.approx(std, rel=0.01)
+
+
+def test_constant():
+    assert np.all(draw({"type": "constant", "value": 0.5}) == 0.5)
+
+
+def test_dirac_conv_is_identity():
+    net = Network([{"type": "conv2d", "out_channels": 3, "kernel": 3, "padding": 1, "init": "dirac", "bias": False}],
+                  input_shape=(3, 5, 5))
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(net.forward(x), x)
+
+
+def test_every_initializer_is_reachable_by_name():
+    for name in INITIALIZERS.names():
+        w = make_initializer(name)((4, 4, 3, 3), 36, 36, np.random.default_rng(0), np.float32)
+        assert w.shape == (4, 4, 3, 3) and np.all(np.isfinite(w))
+
+
+@pytest.mark.parametrize("spec,pattern", [
+    ("gausian", "did you mean 'gaussian'"),
+    ({"type": "gaussian", "std": -1}, "std=-1"),
+    ({"type": "uniform", "low": 1, "high": 0}, "low <= high"),
+    ({"std": 0.1}, "initializer name"),
+])
+def test_bad_specs(spec, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make_initializer(spec)
