@@ -13,6 +13,7 @@ import functools
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -67,6 +68,9 @@ def main():
     nntrain show configs/cifar10_quick.yaml        resolved config and layer table
     nntrain gradcheck configs/quickstart.yaml      finite-difference check of the network
     nntrain data fetch cifar10                     download an official data set
+    nntrain sweep exp.yaml --grid optimizer.lr=0.1,0.01 --jobs 2
+    nntrain compare sweeps/exp-*/ --sort val_error
+    nntrain plot runs/a runs/b -o curves.png
     """
 
 
@@ -108,12 +112,17 @@ def fit(config, overrides, run_dir, runs_root, resume_dir, quiet, as_json, debug
                 diff = _config_diff(cfg, wanted)
                 raise ConfigError(f"--resume: {config} differs from the run's config ({diff}); "
                                   "resume without CONFIG to continue the run as it was")
-        if ckpt.meta.get("stop_reason") not in (None, STOP_INTERRUPTED):
+        ended = ckpt.meta.get("stop_reason") not in (None, STOP_INTERRUPTED)
+        if ended and (Path(resume_dir) / "summary.json").exists():
             click.echo(f"{resume_dir}: the run already ended ({ckpt.meta['stop_reason']}); nothing to resume")
             return
         exp = build_experiment(cfg, normalizer_state=ckpt.group("norm"))
         path = resume_dir
         trainer = Trainer(exp, path, quiet=quiet, resume=True, command=command)
+        if ended:  # killed after its last checkpoint but before its summary: just finish it
+            summary = trainer.finalize(ckpt.meta["stop_reason"])
+            click.echo(str(path) if quiet else f"{path}: finished the summary of the ended run")
+            return
     else:
         if not config:
             raise ConfigError("fit needs a CONFIG file (or --resume RUN_DIR)")

@@ -70,13 +70,15 @@ def collect_runs(paths) -> list[RunRef]:
 
 
 def flatten(config, prefix: str = "") -> dict:
-    """Dotted keys to leaf values; lists of mappings by item name or index (as ``--set`` addresses them)."""
-    out = {}
-    items = config.items() if isinstance(config, dict) else None
-    if items is None and isinstance(config, list) and config and all(isinstance(x, dict) for x in config):
+    """Dotted keys to leaf values; ``model`` layers by name or index (as ``--set`` addresses
+    them: ``model.conv1.out_channels``); other lists (``data.augment``) are one value."""
+    if prefix == "model." and isinstance(config, list) and all(isinstance(x, dict) for x in config):
         items = [(x.get("name") or i, x) for i, x in enumerate(config)]
-    if items is None or (isinstance(config, dict) and not config):
+    elif isinstance(config, dict) and config:
+        items = config.items()
+    else:
         return {prefix.rstrip("."): config}
+    out = {}
     for key, value in items:
         out.update(flatten(value, f"{prefix}{key}."))
     return out
@@ -119,17 +121,20 @@ def compare_rows(refs: list[RunRef]) -> tuple[list[str], list[dict]]:
     from .config import parse_override
 
     configs = [flatten(c) if c is not None else None for c in (_read_config(r.path) for r in refs)]
-    known = [c for c in configs if c is not None]
-    keys = list(dict.fromkeys(k for c in known for k in c))
-    differing = [k for k in keys if len({json.dumps(c.get(k, "<missing>"), sort_keys=True, default=str)
-                                         for c in known}) > 1]
-    rows = []
+    partial = []  # a trial that never wrote config.yaml: its own overrides are all we know
     for ref, flat in zip(refs, configs):
-        if flat is None:  # not started: its own overrides are all we know
-            flat = {}
-            for text in (ref.record or {}).get("overrides", []):
-                parts, value = parse_override(text)
-                flat[".".join(parts)] = value
+        overrides = [parse_override(t) for t in (ref.record or {}).get("overrides", [])] if flat is None else []
+        partial.append({".".join(parts): value for parts, value in overrides})
+    keys = list(dict.fromkeys(k for c in [*configs, *partial] if c for k in c))
+
+    def values(key):
+        full = [c.get(key, "<missing>") for c in configs if c is not None]
+        return {json.dumps(val, sort_keys=True, default=str) for val in full + [p[key] for p in partial if key in p]}
+
+    differing = [k for k in keys if len(values(k)) > 1]
+    rows = []
+    for ref, flat, known in zip(refs, configs, partial):
+        flat = flat if flat is not None else known
         row = {"run": ref.label, **{k: flat.get(k, _MISSING) for k in differing}}
         row.update({k: val for k, val in run_row(ref).items() if k != "run"})
         rows.append(row)
@@ -147,7 +152,9 @@ def resolve_column(name: str, columns: list[str]) -> str:
 
     if matches:
         raise ConfigError(f"--sort {name}: ambiguous, matches {', '.join(matches)}")
-    raise ConfigError(f"--sort {name}: no such column{did_you_mean(name, columns)} (columns: {', '.join(columns)})")
+    short = [c.rsplit(".", 1)[-1] for c in columns]
+    raise ConfigError(f"--sort {name}: no such column{did_you_mean(name, columns + short)} "
+                      f"(columns: {', '.join(columns)})")
 
 
 def sort_rows(rows: list[dict], column: str, descending: bool = False) -> list[dict]:
@@ -170,10 +177,12 @@ def _cell(column: str, value) -> str:
         return f"{value:.4f}"
     if column == "wall_time":
         return format_seconds(value)
+    if column in ("best_epoch", "epochs"):
+        return f"{value:.4g}"
     if isinstance(value, float):
         return f"{value:g}"
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 28 else text[:25] + "..."
+    return text if len(text) <= 28 or column == "run" else text[:25] + "..."  # a config value; never the name
 
 
 def format_seconds(seconds: float) -> str:

@@ -216,7 +216,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 
 
 def _sanitise(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "-"
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).strip("-") or "empty"  # '[]' -> 'empty'
 
 
 def _digest(text: str, n: int = 8) -> str:
@@ -407,16 +407,19 @@ def write_manifest(sweep: Sweep) -> None:
 def trial_state(run_dir, record: dict | None = None) -> tuple[str, str]:
     """(status, detail) of a trial from its run directory (and its manifest record).
 
-    pending: no directory or an empty one; finished: summary.json with a finished, early
-    stopping or max_iterations stop; interrupted: a checkpoint to resume from; failed:
-    diverged, or stopped before its first checkpoint; running: the manifest says so and
-    its process is alive on this machine.
+    pending: no directory or an empty one (unless the record says its process exited with
+    an error before training started: failed / interrupted); finished: summary.json with
+    a finished, early stopping or max_iterations stop; interrupted: a checkpoint to resume
+    from; failed: diverged, or stopped before its first checkpoint; running: the record
+    says so and its process is alive on this machine.
     """
     run_dir = Path(run_dir)
     record = record or {}
     if record.get("status") == RUNNING and _alive(record):
         return RUNNING, f"pid {record.get('pid')}"
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        if record.get("status") in (FAILED, INTERRUPTED) and record.get("exit_code"):
+            return record["status"], f"exit {record['exit_code']} before training started"
         return PENDING, ""
     summary = read_summary(run_dir)
     stop = (summary or {}).get("stop_reason")
@@ -426,7 +429,7 @@ def trial_state(run_dir, record: dict | None = None) -> tuple[str, str]:
         return FAILED, "diverged"
     if (run_dir / "checkpoints" / "last.npz").is_file():
         return INTERRUPTED, stop or "no summary"
-    return FAILED, "stopped before its first checkpoint"
+    return (INTERRUPTED if record.get("exit_code") == 130 else FAILED), "stopped before its first checkpoint"
 
 
 def read_summary(run_dir) -> dict | None:
@@ -511,20 +514,40 @@ def shell_command(sweep: Sweep, trial: Trial, resume: bool, threads: int | None 
     return " ".join([f"cd {shlex.quote(os.getcwd())} &&", *env, shlex.join(fit_argv(sweep, trial, resume))])
 
 
+def next_action(run_dir, record: dict | None = None) -> str | None:
+    """What a trial needs: None (finished, running, or diverged: training is deterministic,
+    it would diverge again), "resume" (it has a checkpoint) or "fresh"."""
+    status, detail = trial_state(run_dir, record)
+    if status in (FINISHED, RUNNING) or detail == "diverged":
+        return None
+    return "resume" if (Path(run_dir) / "checkpoints" / "last.npz").is_file() else "fresh"
+
+
+def _prepare_fresh(run_dir: Path) -> None:
+    """``fit --run-dir`` needs a new or empty directory: clear one that failed before its first checkpoint."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        _clear_failed_run(run_dir)
+
+
 def pending_commands(sweep: Sweep, threads: int | None = None) -> tuple[list[tuple[Trial, str]], dict[str, int]]:
-    """Commands for the trials still to run (resume where there is a checkpoint); and counts by status."""
+    """Commands for the trials still to run (resume where there is a checkpoint); and counts by status.
+
+    A trial that failed before its first checkpoint is cleared here, so its command can run.
+    """
     out, counts = [], {}
-    for trial in sweep.trials:
-        status, _ = trial_state(sweep.run_dir(trial), trial.record)
-        counts[status] = counts.get(status, 0) + 1
-        if status in (PENDING, INTERRUPTED) or (status == FAILED and _restartable(sweep, trial)):
-            out.append((trial, shell_command(sweep, trial, status == INTERRUPTED, threads)))
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    with _Lock(sweep.directory):  # not while a local runner works on this sweep
+        for trial in sweep.trials:
+            run_dir = sweep.run_dir(trial)
+            status, _ = trial_state(run_dir, trial.record)
+            trial.record["status"] = status
+            counts[status] = counts.get(status, 0) + 1
+            action = next_action(run_dir, trial.record)
+            if action == "fresh":
+                _prepare_fresh(run_dir)
+            if action:
+                out.append((trial, shell_command(sweep, trial, action == "resume", threads)))
     return out, counts
-
-
-def _restartable(sweep: Sweep, trial: Trial) -> bool:
-    """A failed trial is run again unless it diverged (training is deterministic: it would again)."""
-    return trial_state(sweep.run_dir(trial))[1] != "diverged"
 
 
 def write_commands(sweep: Sweep, commands: list[tuple[Trial, str]]) -> Path:
@@ -597,24 +620,25 @@ class _Lock:
 
 
 def result_line(sweep: Sweep, trial: Trial) -> str:
-    """``finished     lr=0.1_batch_size=64   val_error 0.0420 @ epoch 5  test_error 0.0410  12.3s``."""
-    status, detail = trial_state(sweep.run_dir(trial))
+    """``finished     lr=0.1_batch_size=64   val_error 0.0420 @ epoch 5  test_error 0.0410  ...``."""
+    status, detail = trial_state(sweep.run_dir(trial), trial.record)
     summary = read_summary(sweep.run_dir(trial)) or {}
-    parts = [f"{status:<11}", trial.id]
+    width = max(len(t.id) for t in sweep.trials)
+    parts = [f"{status:<11}", f"{trial.id:<{width}}"]
     if status == FINISHED or detail == "diverged":
         best = summary.get("best") or {}
         if best.get("val_error") is not None:
-            parts.append(f"val_error {best['val_error']:.4f} @ epoch {best.get('epoch', 0):g}")
+            parts.append(f"val_error {best['val_error']:.4f} @ epoch {best.get('epoch', 0):.4g}")
         if (summary.get("test") or {}).get("error") is not None:
             parts.append(f"test_error {summary['test']['error']:.4f}")
         parts.append(f"{summary.get('stop_reason')}, {summary.get('wall_time_s', 0):.1f}s")
     else:
         code = trial.record.get("exit_code")
-        if code not in (None, 0):
+        if code not in (None, 0) and not detail.startswith("exit"):
             parts.append(f"exit {code}")
         if detail:
             parts.append(detail)
-        if status == FAILED:
+        if status == FAILED or code not in (None, 0, 130):
             parts.append(_last_error(sweep.log_path(trial)))
     return "  ".join(p for p in parts if p)
 
@@ -624,8 +648,10 @@ def _last_error(log: Path) -> str:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("=== ")]
+    lines = lines[starts[-1] + 1:] if starts else lines  # this attempt only
     errors = [ln for ln in lines if ln.startswith("error:")] or lines[-1:]
-    return f"{errors[-1] if errors else ''} (log: {log})"
+    return f"{errors[-1] if errors else 'no output'} (log: {log})"
 
 
 def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, poll: float = 0.1) -> int:
@@ -636,8 +662,8 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
     would make fit abort without its checkpoint), with OMP / OpenBLAS / MKL threads set
     to cores // jobs. Finished trials are skipped; interrupted ones resumed; one that
     failed before its first checkpoint is cleared and started again; a diverged one is
-    reported, not re-run. SIGINT / SIGTERM stop the workers (they save checkpoints) and
-    return 130; running the same sweep again continues it.
+    reported, not re-run. SIGINT / SIGTERM / SIGHUP stop the workers (they save
+    checkpoints) and return 130; running the same sweep again continues it.
     """
     import subprocess
 
@@ -655,13 +681,13 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
     (sweep.directory / "logs").mkdir(exist_ok=True)
     with _Lock(sweep.directory):
         queue, total = [], len(sweep.trials)
-        for trial in sweep.trials:
-            status, detail = trial_state(sweep.run_dir(trial))
-            trial.record["status"] = status
-            if status == FINISHED or (status == FAILED and detail == "diverged"):
+        for trial in sweep.trials:  # "running": a worker of an earlier runner that was killed still runs
+            trial.record["status"] = trial_state(sweep.run_dir(trial), trial.record)[0]
+            action = next_action(sweep.run_dir(trial), trial.record)
+            if action is None:
                 echo(f"[skip] {result_line(sweep, trial)}")
             else:
-                queue.append((trial, status))
+                queue.append((trial, action))
         write_manifest(sweep)
         if not quiet:
             note = " (more workers than cores: trials will compete)" if jobs > cores else ""
@@ -673,14 +699,15 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
         def on_signal(signum, frame):
             signals.append(signum)
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        stoppers = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+        previous = {s: signal.signal(s, on_signal) for s in stoppers}
         try:
             while queue or running:
                 while queue and len(running) < jobs and not signals:
-                    trial, status = queue.pop(0)
-                    running[trial.id] = [*_launch(sweep, trial, status, env, subprocess), 0]
+                    trial, action = queue.pop(0)
+                    running[trial.id] = [*_launch(sweep, trial, action, env, subprocess), 0]
                     if not quiet:
-                        echo(f"[start] {trial.id}{' (resume)' if status == INTERRUPTED else ''}")
+                        echo(f"[start] {trial.id}{' (resume)' if action == 'resume' else ''}")
                     write_manifest(sweep)
                 if signals:
                     queue.clear()
@@ -693,8 +720,13 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
                     proc, trial, log, _ = running.pop(tid)
                     log.close()
                     status, _ = trial_state(sweep.run_dir(trial))
+                    if proc.returncode == 130 and status in (PENDING, FAILED):
+                        status = INTERRUPTED  # stopped before training started: nothing to resume
+                    elif proc.returncode and status == PENDING:
+                        status = FAILED  # e.g. a data error: the directory stayed empty
                     trial.record.update(status=status, exit_code=proc.returncode, ended=_now())
                     trial.record.pop("pid", None)
+                    trial.record.pop("host", None)
                     write_manifest(sweep)
                     echo(result_line(sweep, trial))
                 if not done:
@@ -706,7 +738,7 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
                 proc.send_signal(signal.SIGINT)
                 proc.wait()
                 log.close()
-        statuses = [trial_state(sweep.run_dir(t))[0] for t in sweep.trials]
+        statuses = [trial_state(sweep.run_dir(t), t.record)[0] for t in sweep.trials]
         for trial, status in zip(sweep.trials, statuses):
             trial.record["status"] = status
         write_manifest(sweep)
@@ -719,11 +751,10 @@ def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, po
     return 0 if counts.get(FINISHED, 0) == len(statuses) else 1
 
 
-def _launch(sweep: Sweep, trial: Trial, status: str, env: dict, subprocess):
-    run_dir = sweep.run_dir(trial)
-    if status == FAILED:
-        _clear_failed_run(run_dir)
-    argv = fit_argv(sweep, trial, resume=status == INTERRUPTED)
+def _launch(sweep: Sweep, trial: Trial, action: str, env: dict, subprocess):
+    if action == "fresh":
+        _prepare_fresh(sweep.run_dir(trial))
+    argv = fit_argv(sweep, trial, resume=action == "resume")
     log = open(sweep.log_path(trial), "a")
     log.write(f"=== {_now()} {shlex.join(argv)}\n")
     log.flush()
@@ -734,6 +765,6 @@ def _launch(sweep: Sweep, trial: Trial, status: str, env: dict, subprocess):
     return proc, trial, log
 
 
-__all__ = ["Distribution", "Sweep", "Trial", "blas_threads", "expand", "fit_argv", "load_manifest", "parse_grid",
-           "parse_param", "pending_commands", "plan_sweep", "read_summary", "result_line", "run_local",
+__all__ = ["Distribution", "Sweep", "Trial", "blas_threads", "expand", "fit_argv", "load_manifest", "next_action",
+           "parse_grid", "parse_param", "pending_commands", "plan_sweep", "read_summary", "result_line", "run_local",
            "shell_command", "trial_ids", "trial_state", "write_commands", "write_manifest", "write_slurm"]

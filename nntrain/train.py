@@ -216,6 +216,14 @@ class Trainer:
         ipe = self.iters_per_epoch
         es = self.tcfg["early_stopping"]
         while self.iteration < self.total_iterations:
+            # checked before each epoch (not after), so a run interrupted right at an epoch
+            # end and resumed stops exactly where the uninterrupted run would have
+            if es and self.bad_evals >= es["patience"]:
+                self.stop_reason = STOP_EARLY
+                self._event(f"early stopping: {self.monitor} did not improve by more than {es['min_delta']} "
+                            f"for {es['patience']} evaluations (best {self.best['value']:.6g} at epoch "
+                            f"{self.best['epoch']:g})")
+                return
             epoch = self.iteration // ipe
             snapshot = self._snapshot()
             try:
@@ -232,12 +240,6 @@ class Trainer:
                             f"(retry {self.retries} of {self.tcfg['divergence']['max_retries']})")
                 continue
             if stop:
-                return
-            if es and self.bad_evals >= es["patience"]:
-                self.stop_reason = STOP_EARLY
-                self._event(f"early stopping: {self.monitor} did not improve by more than {es['min_delta']} "
-                            f"for {es['patience']} evaluations (best {self.best['value']:.6g} at epoch "
-                            f"{self.best['epoch']:g})")
                 return
         capped = self.tcfg["max_iterations"] and self.total_iterations < math.ceil(
             self.tcfg["epochs"] * ipe - 1e-9)
@@ -367,6 +369,12 @@ class Trainer:
         import contextlib
 
         return self.ema.averaged() if self.ema else contextlib.nullcontext()
+
+    def finalize(self, stop_reason: str) -> dict:
+        """Write the summary (and test at the end) of a run whose last checkpoint already ended it."""
+        self.stop_reason = stop_reason
+        self._start = time.perf_counter() - self.elapsed
+        return self._finish()
 
     # ----- the end ---------------------------------------------------------------------
     def _finish(self) -> dict:

@@ -97,17 +97,11 @@ def test_resume_a_finished_run_is_harmless(tiny_config, tmp_path):
     assert r.exit_code == 0 and "already ended" in r.output
 
 
-def test_help_is_complete_and_fast():
+def test_help_is_complete_and_imports_no_numpy():
+    """--help stays fast by importing nothing heavy (its time is measured in bench/speed.py)."""
     r = run("--help")
     for command in ("fit", "eval", "show", "gradcheck", "data"):
         assert command in r.output
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "nntrain.cli", "--help"], check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    # generous bound for a shared machine; the speed benchmark reports the real figure
-    assert min(times) < 2.0
     out = subprocess.run([sys.executable, "-c", "import sys, nntrain.cli; print('numpy' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "importing the CLI must not import numpy (lazy imports)"
@@ -135,6 +129,16 @@ def test_signal_saves_checkpoint_and_resume_finishes(tiny_config, tmp_path, sig)
     assert r.exit_code in (0,), r.output
     assert json.loads((run_dir / "summary.json").read_text())["stop_reason"] == "finished"
     assert len(read_csv(run_dir / "iterations.csv")) == 200 * 10
+
+
+def test_resume_of_an_ended_run_without_summary_writes_it(tiny_config, tmp_path):
+    assert run("fit", tiny_config, "--run-dir", tmp_path / "r", "--set", "train.epochs=1", "-q").exit_code == 0
+    before = json.loads((tmp_path / "r" / "summary.json").read_text())
+    (tmp_path / "r" / "summary.json").unlink()  # as if killed between the last checkpoint and the summary
+    r = run("fit", "--resume", tmp_path / "r", "-q")
+    assert r.exit_code == 0, r.output
+    after = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert after["stop_reason"] == before["stop_reason"] and after["test"] == before["test"]
 
 
 def test_resume_rejects_a_different_config(tiny_config, tmp_path):

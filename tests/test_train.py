@@ -56,9 +56,11 @@ def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
     assert sum(map(sum, result["confusion_matrix"])) == 100
 
 
-@pytest.mark.parametrize("stop_at", [5, 7, 16])  # mid-epoch, exactly at an epoch end, late
+@pytest.mark.parametrize("stop_at", [5, 10, 16])  # mid-epoch, exactly at an epoch end, late
 def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path, stop_at):
     overrides = ["train.ema={decay: 0.9}", "train.eval_every=4", "schedule={type: plateau, patience: 1}"]
+    if stop_at == 10:  # early stopping that fires right after the interrupted epoch end
+        overrides += ["train.early_stopping={patience: 1, min_delta: 0.5}", "train.epochs=5"]
     full = _train(tiny_config, tmp_path / "full", overrides)
     part = _train(tiny_config, tmp_path / "part", overrides, stop_at_iteration=stop_at)
     assert part["stop_reason"] == "interrupted" and part["iterations"] == stop_at
@@ -66,7 +68,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path, sto
     resumed = Trainer(build_experiment(cfg, normalizer_state=Checkpoint(
         tmp_path / "part" / "checkpoints" / "last.npz").group("norm")), tmp_path / "part", quiet=True,
         resume=True).run()
-    assert resumed["stop_reason"] == full["stop_reason"] == "finished"
+    assert resumed["stop_reason"] == full["stop_reason"] == ("early_stopping" if stop_at == 10 else "finished")
     assert _without_seconds(read_csv(tmp_path / "part" / "metrics.csv")) == \
         _without_seconds(read_csv(tmp_path / "full" / "metrics.csv"))
     assert read_csv(tmp_path / "part" / "iterations.csv") == read_csv(tmp_path / "full" / "iterations.csv")

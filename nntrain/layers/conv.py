@@ -93,4 +93,4 @@ class Conv2d(Layer):
         dbias = self.bias.grad if self.use_bias else None
         return conv2d_backward(dy, self._cache_cols, self.weight.value, self._cache_shape, self.stride,
                                self.padding, self.dilation, self.groups, self.weight.grad, dbias,
-                               need_dx=self.needs_input_grad)
+                               need_dx=self.needs_input_grad, work=self._work)

@@ -13,13 +13,16 @@ activation (Cout, N, Ho, Wo). ``col2im`` is its adjoint: it adds every entry of 
 cols-shaped array back onto the input position it was read from.
 
 Loops here run over the Kh*Kw kernel offsets only; each step is one strided numpy
-operation over all channels, samples and pixels.
+operation over all channels, samples and pixels. The copies and additions are split
+over blocks of samples on all cores (``parallel_for``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from .parallel import parallel_for
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -62,11 +65,16 @@ def pad(x: np.ndarray, pads: tuple, fill: float = 0.0, out: np.ndarray | None = 
         return x
     c, n, h, w = x.shape
     out = scratch(out, (c, n, h + top + bottom, w + left + right), x.dtype)
-    out[:, :, :top] = fill
-    out[:, :, top + h:] = fill
-    out[:, :, top:top + h, :left] = fill
-    out[:, :, top:top + h, left + w:] = fill
-    out[:, :, top:top + h, left:left + w] = x
+
+    def block(lo, hi):
+        o = out[:, lo:hi]
+        o[:, :, :top] = fill
+        o[:, :, top + h:] = fill
+        o[:, :, top:top + h, :left] = fill
+        o[:, :, top:top + h, left + w:] = fill
+        o[:, :, top:top + h, left:left + w] = x[:, lo:hi]
+
+    parallel_for(n, block, out.size)
     return out
 
 
@@ -75,7 +83,10 @@ def unpad(xp: np.ndarray, pads: tuple, size: tuple) -> np.ndarray:
     top, _, left, _ = pads
     if xp.shape[2:] == tuple(size):
         return xp
-    return np.ascontiguousarray(xp[:, :, top:top + size[0], left:left + size[1]])
+    interior = xp[:, :, top:top + size[0], left:left + size[1]]
+    out = np.empty(interior.shape, xp.dtype)
+    parallel_for(out.shape[1], lambda lo, hi: np.copyto(out[:, lo:hi], interior[:, lo:hi]), out.size)
+    return out
 
 
 def window(xp: np.ndarray, i: int, j: int, out_hw: tuple, stride: tuple, dilation: tuple = (1, 1)) -> np.ndarray:
@@ -99,7 +110,8 @@ def im2col(xp: np.ndarray, kernel: tuple, out_hw: tuple, stride: tuple, dilation
     c, n = xp.shape[:2]
     (kh, kw), (ho, wo) = kernel, out_hw
     cols = scratch(out, (c * kh * kw, n * ho * wo), xp.dtype)
-    np.copyto(cols.reshape(c, kh, kw, n, ho, wo), windows(xp, kernel, out_hw, stride, dilation))
+    c6, win = cols.reshape(c, kh, kw, n, ho, wo), windows(xp, kernel, out_hw, stride, dilation)
+    parallel_for(n, lambda lo, hi: np.copyto(c6[:, :, :, lo:hi], win[:, :, :, lo:hi]), cols.size)
     return cols
 
 
@@ -113,10 +125,16 @@ def col2im(dcols: np.ndarray, x_shape: tuple, kernel: tuple, out_hw: tuple, stri
     """
     c, n, h, w = x_shape
     (kh, kw), (ho, wo), (ph, pw) = kernel, out_hw, padding
-    dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dcols.dtype)
+    dxp = np.empty((c, n, h + 2 * ph, w + 2 * pw), dcols.dtype)
     d6 = dcols.reshape(c, kh, kw, n, ho, wo)
-    for i in range(kh):
-        for j in range(kw):
-            target = window(dxp, i, j, out_hw, stride, dilation)
-            target += d6[:, i, j]
+
+    def block(lo, hi):
+        part = dxp[:, lo:hi]
+        part.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                target = window(part, i, j, out_hw, stride, dilation)
+                target += d6[:, i, j, lo:hi]
+
+    parallel_for(n, block, dcols.size)
     return unpad(dxp, (ph, ph, pw, pw), (h, w))

@@ -12,8 +12,9 @@ enough extra rows/columns at the bottom/right for every window to fit:
   count (``avg_pool_inverse_counts``).
 
 Each kernel is a loop over the Kh*Kw offsets of one strided numpy operation over all
-channels, samples and output pixels (``np.maximum`` over strided slices is much faster
-than ``.max`` over a window view).
+channels and output pixels of a block of samples (``np.maximum`` over strided slices is
+much faster than ``.max`` over a window view); the blocks run on all cores
+(``parallel_for``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .im2col import pad, unpad, window
+from .parallel import parallel_for
 
 
 def pool_pads(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple) -> tuple:
@@ -44,22 +46,30 @@ def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple
     if xp is not x:
         work["pad"] = xp
     kh, kw = kernel
-    y = window(xp, 0, 0, out_hw, stride).copy()
-    arg = None
-    if with_argmax:
-        arg = np.zeros(y.shape, np.uint8 if kh * kw <= 256 else np.uint16)
-        wins = np.empty(y.shape, bool)
-        candidate = np.empty_like(arg)
-    for k in range(1, kh * kw):
-        s = window(xp, k // kw, k % kw, out_hw, stride)
+    c, n = x.shape[:2]
+    y = np.empty((c, n, *out_hw), x.dtype)
+    arg = np.empty(y.shape, np.uint8 if kh * kw <= 256 else np.uint16) if with_argmax else None
+
+    def block(lo, hi):
+        xb, yb = xp[:, lo:hi], y[:, lo:hi]
+        np.copyto(yb, window(xb, 0, 0, out_hw, stride))
         if with_argmax:
-            # offsets come in increasing order, so "arg = k where s beats the max so far" is
-            # arg = max(arg, k * (s > y)): plain arithmetic, far faster than a masked copy.
-            # Strictly greater: a later value equal to the max does not take over.
-            np.greater(s, y, out=wins)
-            np.multiply(wins.view(np.uint8), arg.dtype.type(k), out=candidate)
-            np.maximum(arg, candidate, out=arg)
-        np.maximum(y, s, out=y)
+            ab = arg[:, lo:hi]
+            ab.fill(0)
+            wins = np.empty(yb.shape, bool)
+            candidate = np.empty(yb.shape, arg.dtype)
+        for k in range(1, kh * kw):
+            s = window(xb, k // kw, k % kw, out_hw, stride)
+            if with_argmax:
+                # offsets come in increasing order, so "arg = k where s beats the max so far" is
+                # arg = max(arg, k * (s > y)): plain arithmetic, far faster than a masked copy.
+                # Strictly greater: a later value equal to the max does not take over.
+                np.greater(s, yb, out=wins)
+                np.multiply(wins.view(np.uint8), arg.dtype.type(k), out=candidate)
+                np.maximum(ab, candidate, out=ab)
+            np.maximum(yb, s, out=yb)
+
+    parallel_for(n, block, xp.size)
     return y, arg
 
 
@@ -69,17 +79,23 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
     c, n, h, w = x_shape
     out_hw = dy.shape[2:]
     top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
-    dxp = np.zeros((c, n, h + top + bottom, w + left + right), dy.dtype)
-    hit = np.empty(dy.shape, bool)
-    routed = np.empty_like(dy)
+    dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
     kh, kw = kernel
-    for k in range(kh * kw):
-        # dy * (arg == k) rather than a masked add (np.add(..., where=)), which is 3x slower;
-        # the price: a non-finite dy spreads NaN over its whole window, not just the argmax.
-        np.equal(arg, k, out=hit)
-        np.multiply(dy, hit.view(np.uint8), out=routed)
-        target = window(dxp, k // kw, k % kw, out_hw, stride)
-        target += routed
+
+    def block(lo, hi):
+        part, dyb, ab = dxp[:, lo:hi], dy[:, lo:hi], arg[:, lo:hi]
+        part.fill(0)
+        hit = np.empty(dyb.shape, bool)
+        routed = np.empty(dyb.shape, dy.dtype)
+        for k in range(kh * kw):
+            # dy * (arg == k) rather than a masked add (np.add(..., where=)), which is 3x slower;
+            # the price: a non-finite dy spreads NaN over its whole window, not just the argmax.
+            np.equal(ab, k, out=hit)
+            np.multiply(dyb, hit.view(np.uint8), out=routed)
+            target = window(part, k // kw, k % kw, out_hw, stride)
+            target += routed
+
+    parallel_for(n, block, dxp.size)
     return unpad(dxp, pads, (h, w))
 
 
@@ -111,10 +127,17 @@ def avg_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple
     if xp is not x:
         work["pad"] = xp
     kh, kw = kernel
-    y = window(xp, 0, 0, out_hw, stride).copy()
-    for k in range(1, kh * kw):
-        y += window(xp, k // kw, k % kw, out_hw, stride)
-    y *= inverse_counts
+    c, n = x.shape[:2]
+    y = np.empty((c, n, *out_hw), x.dtype)
+
+    def block(lo, hi):
+        xb, yb = xp[:, lo:hi], y[:, lo:hi]
+        np.copyto(yb, window(xb, 0, 0, out_hw, stride))
+        for k in range(1, kh * kw):
+            yb += window(xb, k // kw, k % kw, out_hw, stride)
+        yb *= inverse_counts
+
+    parallel_for(n, block, xp.size)
     return y
 
 
@@ -124,10 +147,16 @@ def avg_pool_backward(dy: np.ndarray, x_shape: tuple, kernel: tuple, stride: tup
     c, n, h, w = x_shape
     out_hw = dy.shape[2:]
     top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
-    dxp = np.zeros((c, n, h + top + bottom, w + left + right), dy.dtype)
-    g = dy * inverse_counts
+    dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
     kh, kw = kernel
-    for k in range(kh * kw):
-        target = window(dxp, k // kw, k % kw, out_hw, stride)
-        target += g
+
+    def block(lo, hi):
+        part = dxp[:, lo:hi]
+        part.fill(0)
+        g = dy[:, lo:hi] * inverse_counts
+        for k in range(kh * kw):
+            target = window(part, k // kw, k % kw, out_hw, stride)
+            target += g
+
+    parallel_for(n, block, dxp.size)
     return unpad(dxp, pads, (h, w))
