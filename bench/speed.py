@@ -1,6 +1,6 @@
 """nntrain speed benchmark, side by side with PyTorch CPU when it is importable.
 
-usage: python bench/speed.py [--repeats 5] [--quick] [--markdown] [--no-fit] [--profile NET]
+usage: python bench/speed.py [--repeats 5] [--quick] [--markdown] [--no-fit] [--threads N] [--profile NET]
 
 Measures, for each network below: training images/s (forward + backward + SGD momentum
 update, float32), inference images/s, and the achieved GFLOP/s, counted from the
@@ -22,6 +22,8 @@ step, a full-size CIFAR-10 ``nntrain fit`` of cifar10_quick for one epoch (peak 
 epoch wall time vs its bare step time x steps), and ``nntrain --help`` start-up time.
 
 The machine may be shared: read the ratios taken in the same run, not absolute numbers.
+On a busy machine, ``--threads 1`` (one thread for BLAS, OpenMP and nntrain's pool, in
+both frameworks) gives the steadiest comparison of the work each one does.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,7 +42,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+
+def _early_threads(argv) -> int | None:
+    """``--threads N`` must reach OpenBLAS / OpenMP before numpy or torch is imported."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
+            argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None)
+        if value is not None and value.isdigit() and int(value) > 0:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NNTRAIN_THREADS"):
+                os.environ[var] = value
+            return int(value)
+    return None
+
+
+THREADS = _early_threads(sys.argv[1:])
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -54,6 +70,8 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+    if THREADS:
+        torch.set_num_threads(THREADS)
 except ImportError:  # nntrain numbers only
     torch = None
 
@@ -285,13 +303,17 @@ def bench_fit(iterations: int, quick_step_s: float) -> dict:
     cmd = nntrain_command() + ["fit", str(config), "--run-dir", str(run_dir), "--quiet",
                                "--set", f"data.path={CIFAR}", "--set", f"train.max_iterations={iterations}",
                                "--set", "train.test_at_end=false"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # The fit runs under a small launcher that reports its child's peak RSS: a child started
+    # straight from this process would be charged this process's memory (torch included)
+    # between fork and exec.
+    launcher = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+                "print(json.dumps([p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", launcher, *cmd], cwd=REPO, capture_output=True, text=True)
     total = time.perf_counter() - t
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        return {"skipped": f"nntrain fit failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"}
+    returncode, rss_kb = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else (-1, 0)
+    if returncode != 0:
+        return {"skipped": f"nntrain fit failed ({returncode}): {proc.stderr.strip()[-300:]}"}
     summary = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         first = next(csv.DictReader(f))
@@ -300,7 +322,7 @@ def bench_fit(iterations: int, quick_step_s: float) -> dict:
     wall = float(first["seconds"])  # training-loop time up to the end of the first epoch's row
     share = epoch_iters / steps
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"rss_mb": rss_kb / 1024 if rss_kb > before else float("nan"), "process_s": total,
+    return {"rss_mb": rss_kb / 1024, "process_s": total,
             "iterations": epoch_iters, "epoch_wall_s": wall,
             "in_fit_steps_s": summary["train_time_s"] * share,
             "bench_steps_s": quick_step_s * epoch_iters}
@@ -405,6 +427,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-torch", action="store_true", help="nntrain numbers only, even if torch is importable")
     ap.add_argument("--no-fit", action="store_true", help="skip the full CIFAR-10 fit (RSS, epoch wall time)")
     ap.add_argument("--fit-iterations", type=int, default=500, help="fit length (500 = one epoch at batch 100)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every library (BLAS, OpenMP, nntrain's pool); default: their own")
     ap.add_argument("--profile", metavar="NET", choices=list(NETWORKS),
                     help="print per-layer forward/backward times of one network and exit")
     args = ap.parse_args(argv)

@@ -214,8 +214,14 @@ class Network:
                     setattr(params[pname], key, v.non_negative(value, f"params.{pname}.{key}"))
 
     def _set_input_grad_flags(self, input_grad: bool) -> None:
+        """A layer computes dx only if something upstream needs it: a trainable parameter
+        (or the network input, when ``input_grad``). So the first layer with weights, and
+        a linear layer behind a parameter-free flatten, skip their largest product."""
+        wants = {INPUT: input_grad}
         for node in self.order:
-            node.layer.needs_input_grad = input_grad or any(s != INPUT for s in node.inputs)
+            node.layer.needs_input_grad = any(wants[s] for s in node.inputs)
+            has_trainable = any(p.trainable for p in node.layer.params().values())
+            wants[node.name] = node.layer.needs_input_grad or has_trainable
 
     # ----- running -------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False):
@@ -255,8 +261,7 @@ class Network:
             output_grads = [output_grads]
         if len(output_grads) != len(self.output_names):
             raise ValueError(f"backward: expected {len(self.output_names)} output gradients, got {len(output_grads)}")
-        if input_grad:
-            self._set_input_grad_flags(True)
+        self._set_input_grad_flags(input_grad)  # cheap; follows trainable flags changed after build
         grads: dict[str, np.ndarray] = {}
         for name, g in zip(self.output_names, output_grads):
             grads[name] = to_internal(np.asarray(g, dtype=self.dtype))

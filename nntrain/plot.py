@@ -64,7 +64,6 @@ def plot_runs(paths, output="curves.png", title: str | None = None, log_errors: 
 
     ``log_errors``: training and validation error on a log axis (else linear from 0).
     """
-    plt = import_pyplot()
     from .compare import collect_runs, compare_rows
     from .rundir import read_csv
 
@@ -75,6 +74,7 @@ def plot_runs(paths, output="curves.png", title: str | None = None, log_errors: 
         raise ConfigError(f"nothing to plot: no metrics.csv rows in {', '.join(str(r.path) for r in refs)}")
     refs = [ref for ref, _, _ in kept]
     labels = run_labels(refs, compare_rows(refs))
+    plt = import_pyplot()  # after the inputs are checked: a bad path is reported first
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True, layout="constrained")
     (ax_energy, ax_lr), (ax_train, ax_val) = axes

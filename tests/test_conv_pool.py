@@ -472,3 +472,50 @@ def test_pool_errors(type_name):
         cls.from_config({"kernel": 3, "ceil_mode": 1})
     with pytest.raises(ConfigError, match=r"kernel 3x3 does not fit the padded input 2x2 \(input shape \(4, 2, 2\)"):
         Network([{"type": type_name, "kernel": 3}], input_shape=(4, 2, 2))
+
+
+FOURIER_CASES = [
+    (3, 7, 7, {"out_channels": 4, "kernel": 3}),
+    (3, 8, 6, {"out_channels": 5, "kernel": 3, "padding": 1}),
+    (2, 9, 9, {"out_channels": 3, "kernel": 5, "padding": 2}),
+    (4, 6, 7, {"out_channels": 2, "kernel": [2, 4], "padding": [0, 2], "bias": False}),
+    (3, 32, 32, {"out_channels": 8, "kernel": 5, "padding": 2}),
+]
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
+@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
+@pytest.mark.parametrize("cin,h,w,options", FOURIER_CASES)
+def test_every_conv_algorithm_matches_reference(cin, h, w, options, algorithm, threaded, monkeypatch):
+    """Each algorithm, on the serial and the multi-threaded path (forced on small arrays)."""
+    from nntrain.ops import parallel
+
+    if threaded:
+        monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, cin, h, w))
+    layer = LAYERS.get("conv2d").from_config({**options, "algorithm": algorithm})
+    layer.build([(cin, h, w)], rng, np.float64)
+    if layer.use_bias:
+        layer.bias.value[...] = rng.standard_normal(layer.bias.shape)
+    y = to_public(layer.forward(to_internal(x), True))
+    padding = options.get("padding", 0)
+    b = layer.bias.value if layer.use_bias else None
+    np.testing.assert_allclose(y, ref_conv(x, layer.weight.value, b, padding=padding), rtol=1e-9, atol=1e-11)
+    dy = rng.standard_normal(y.shape)
+    layer.needs_input_grad = True
+    dx = to_public(layer.backward(to_internal(dy)))
+    ref_dx, ref_dw, ref_db = ref_conv_backward(x, layer.weight.value, dy, padding=padding)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)
+    if layer.use_bias:
+        np.testing.assert_allclose(layer.bias.grad, ref_db, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("h,w,options", POOL_CASES)
+def test_pooling_threaded_path_matches_reference(h, w, options, monkeypatch):
+    from nntrain.ops import parallel
+
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    test_maxpool_matches_reference(h, w, options, True)
+    test_avgpool_matches_reference(h, w, options)

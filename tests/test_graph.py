@@ -147,3 +147,20 @@ def test_float32_throughout():
     assert out.dtype == np.float32
     net.backward(np.ones_like(out))
     assert all(p.grad.dtype == np.float32 for p in net.parameters())
+
+
+def test_input_gradients_are_only_computed_where_something_upstream_needs_them():
+    spec = [{"type": "flatten"}, {"type": "linear", "out_features": 16, "trainable": False},
+            {"type": "relu"}, {"type": "linear", "out_features": 3}]
+    net = Network(spec, input_shape=(2, 2, 2))
+    x = np.random.default_rng(0).standard_normal((4, 2, 2, 2)).astype(np.float32)
+    net.backward(net.forward(x, training=True))
+    flags = {n.name: n.layer.needs_input_grad for n in net.order}
+    assert flags == {"flatten_1": False, "linear_1": False, "relu_1": False, "linear_2": False}
+    net.by_name["linear_1"].layer.params()["weight"].trainable = True  # unfreeze after build
+    net.backward(net.forward(x, training=True))
+    flags = {n.name: n.layer.needs_input_grad for n in net.order}
+    assert flags == {"flatten_1": False, "linear_1": False, "relu_1": True, "linear_2": True}
+    assert np.abs(net.by_name["linear_1"].layer.params()["weight"].grad).sum() > 0
+    dx = net.backward(net.forward(x, training=True), input_grad=True)
+    assert dx.shape == x.shape

@@ -6,6 +6,7 @@ from .. import validate as v
 from ..errors import ConfigError
 from ..initializers import make_initializer
 from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.fourier import fourier_conv_backward, fourier_conv_forward, fourier_macs
 from ..ops.im2col import conv_output_size
 from ..registry import LAYERS
 from .base import Layer, Parameter, expect_rank
@@ -24,6 +25,14 @@ class Conv2d(Layer):
     Weight (Cout, Cin/G, Kh, Kw), He (fan_in = Cin/G*Kh*Kw) by default; bias (Cout,),
     zeros, no weight decay. Work arrays (padded input, im2col matrix) are kept and
     reused from batch to batch.
+
+    ``algorithm``: ``im2col`` (one matrix product over the unfolded windows, any options),
+    ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
+    dilation 1, one group), or ``auto`` (default): fourier where it applies and needs at
+    most 3/4 of the direct multiply-adds (``FOURIER_SHARE``) -- e.g. 5x5 "same"
+    convolutions with 32+ input channels, 3-4x faster there; im2col otherwise, notably
+    for a first layer with 1-3 input channels. Both compute the same function (to
+    float rounding); ``macs`` always counts the direct multiply-adds.
     """
 
     examples = [
@@ -33,10 +42,14 @@ class Conv2d(Layer):
         ({"out_channels": 4, "kernel": 3, "padding": 1, "groups": 2}, [(2, 4, 4)]),  # depthwise, multiplier 2
         ({"out_channels": 3, "kernel": 1, "init": {"type": "gaussian", "std": 0.1}}, [(2, 3, 3)]),  # pointwise
         ({"out_channels": 2, "kernel": 1, "stride": 2}, [(2, 5, 5)]),
+        ({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "fourier"}, [(2, 5, 5)]),
+        ({"out_channels": 2, "kernel": [2, 3], "padding": [0, 1], "bias": False, "algorithm": "fourier"},
+         [(3, 4, 5)]),
     ]
+    FOURIER_SHARE = 0.75
 
     def __init__(self, out_channels: int, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
-                 bias: bool = True, init="he", bias_init="constant"):
+                 bias: bool = True, init="he", bias_init="constant", algorithm: str = "auto"):
         self.out_channels = v.positive_int(out_channels, "out_channels")
         self.kernel = v.pair(kernel, "kernel", min_value=1)
         self.stride = v.pair(stride, "stride", min_value=1)
@@ -49,9 +62,17 @@ class Conv2d(Layer):
         self.use_bias = v.boolean(bias, "bias")
         self.init = make_initializer(init, "init")
         self.bias_init = make_initializer(bias_init, "bias_init")
+        self.algorithm = v.choice(algorithm, "algorithm", ["auto", "im2col", "fourier"])
+        if self.algorithm == "fourier" and not self._fourier_applies():
+            raise ConfigError(f"algorithm 'fourier' needs stride 1, dilation 1 and groups 1, received "
+                              f"stride={stride!r}, dilation={dilation!r}, groups={groups!r} (use im2col or auto)")
         self.weight = self.bias = None
+        self.use_fourier = False  # decided in build
         self._work = {}  # reused scratch arrays, see conv2d_forward
-        self._cache_cols = self._cache_shape = None
+        self._cache_cols = self._cache_fourier = self._cache_shape = None
+
+    def _fourier_applies(self) -> bool:
+        return self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
 
     def build(self, input_shapes, rng, dtype):
         (shape,) = input_shapes
@@ -73,6 +94,10 @@ class Conv2d(Layer):
         self.weight = Parameter(self.init(wshape, fan_in, fan_out, rng, dtype))
         if self.use_bias:
             self.bias = Parameter(self.bias_init((self.out_channels,), fan_in, fan_out, rng, dtype), decay=False)
+        self.use_fourier = self.algorithm == "fourier" or (
+            self.algorithm == "auto" and self._fourier_applies()
+            and fourier_macs(cin, self.out_channels, (h, w), self.kernel, self.padding)
+            <= self.FOURIER_SHARE * self.out_channels * ho * wo * cin * kh * kw)
         return (self.out_channels, ho, wo)
 
     def params(self):
@@ -84,13 +109,20 @@ class Conv2d(Layer):
 
     def forward(self, x, training):
         bias = self.bias.value if self.use_bias else None
+        self._cache_shape = x.shape
+        if self.use_fourier:
+            y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding)
+            return y
         y, cols = conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation,
                                  self.groups, self._work)
-        self._cache_cols, self._cache_shape = cols, x.shape
+        self._cache_cols = cols
         return y
 
     def backward(self, dy):
         dbias = self.bias.grad if self.use_bias else None
+        if self.use_fourier:
+            return fourier_conv_backward(dy, self._cache_fourier, self.weight.shape, self.padding, self.weight.grad,
+                                         dbias, need_dx=self.needs_input_grad)
         return conv2d_backward(dy, self._cache_cols, self.weight.value, self._cache_shape, self.stride,
                                self.padding, self.dilation, self.groups, self.weight.grad, dbias,
                                need_dx=self.needs_input_grad, work=self._work)

@@ -6,6 +6,9 @@ image array here is channel-major ``(C, N, H, W)`` (see ``nntrain.layers.base``)
 - ``im2col``: output sizes, padding, the strided window view, ``im2col`` / ``col2im``.
 - ``conv``: 2-D convolution (groups, stride, padding, dilation) forward and backward.
 - ``pool``: max and average pooling (PyTorch's ``ceil_mode`` / ``count_include_pad``).
+- ``fourier``: stride-1 convolution as per-frequency channel products (DFTs as matmuls).
+- ``parallel``: the thread pool that runs memory-bound kernels and stacks of small
+  products over blocks of samples / channels / frequencies on all cores.
 """
 
 from .conv import conv2d_backward, conv2d_forward  # noqa: F401

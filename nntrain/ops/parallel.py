@@ -10,13 +10,24 @@ number of threads.
 
 Threads: ``NNTRAIN_THREADS`` if set (1 turns this off, e.g. one process per core in a
 sweep), else the cores this process may run on (at most 8).
+
+``batched_matmul`` does the same for a stack of small matrix products (the Fourier
+convolution's per-frequency products): each thread takes a block of the stack, with
+OpenBLAS held at one thread meanwhile. Left to OpenBLAS, each of the hundreds of small
+products would be split over its own threads, a hand-off per product that costs more
+than the product itself -- and on a machine shared with other processes, where a
+hand-off waits for a time slice, made a training step 3-10x slower.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
 
 MIN_ELEMENTS = 1 << 16  # below this, thread hand-off (~20 us) costs more than it saves
 
@@ -73,3 +84,60 @@ def parallel_for(n: int, fn, work: int) -> None:
         wait(futures)  # never leave a block running on arrays the caller may free
     for f in futures:
         f.result()  # re-raise a block's exception
+
+
+def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b)`` for a stack of products, (G, m, k) @ (G, k, n) -> (G, m, n), spread over
+    the threads in blocks of the G axis. Either operand may be one (m, k) / (k, n) matrix used
+    for all G; ``out`` may be any (G, m, n) view."""
+    g = a.shape[0] if a.ndim == 3 else b.shape[0]
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if out is None:
+        out = np.empty((g, m, n), np.result_type(a, b))
+
+    def block(lo, hi):
+        np.matmul(a[lo:hi] if a.ndim == 3 else a, b[lo:hi] if b.ndim == 3 else b, out=out[lo:hi])
+
+    with _one_blas_thread():
+        parallel_for(g, block, g * m * k * n // 64)
+    return out
+
+
+def _openblas_threads():
+    """(get, set) of the OpenBLAS that numpy loaded, through ctypes; None if there is none."""
+    if "blas" not in _state:
+        _state["blas"] = None
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+            for path in paths:
+                lib = ctypes.CDLL(path)
+                for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                                       ("openblas", "")):
+                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                    set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                    if get is not None and set_ is not None:
+                        _state["blas"] = (get, set_)
+                        return _state["blas"]
+        except OSError:
+            pass
+    return _state["blas"]
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    blas = _openblas_threads()
+    if blas is None:
+        yield
+        return
+    get, set_ = blas
+    with _blas_lock:
+        before = get()
+        set_(1)
+        try:
+            yield
+        finally:
+            set_(before)
+
+
+_blas_lock = threading.Lock()
