@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 from nntrain.graph import Network  # noqa: E402
 from nntrain.losses import make_loss  # noqa: E402
 from nntrain.optim import make_optimizer  # noqa: E402
+from nntrain.train import machine_info  # noqa: E402
 
 try:
     import torch
@@ -362,7 +363,7 @@ def _progress(text: str) -> None:
 
 def environment() -> dict:
     info = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
-            "numpy": np.__version__, "cpu": _cpu(), "cores": len(os.sched_getaffinity(0)),
+            "numpy": np.__version__, "cpu": machine_info()["cpu"], "cores": len(os.sched_getaffinity(0)),
             "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     try:
         from threadpoolctl import threadpool_info
@@ -378,16 +379,6 @@ def environment() -> dict:
     if torch is not None:
         info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
     return info
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def table(rows, peak, extras, markdown: bool) -> str:

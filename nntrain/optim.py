@@ -169,7 +169,7 @@ class Optimizer(Configurable):
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat ``{'<type>/<state>/<param key>': array, '<type>/step': int64, '<type>/lr': float64}`` (copies)."""
         t = self.type_name
-        out = {f"{t}/step": np.array(self.steps, np.int64), f"{t}/lr": np.array(self.lr, np.float64)}
+        out = {f"{t}/step": np.array(self.steps, np.int64), f"{t}/lr": np.array(self.lr, np.float64)}  # ok: one scalar, kept exactly
         for (key, _), state in zip(self.params, self.state):
             for name, val in state.items():
                 out[f"{t}/{name}/{key}"] = np.array(val, dtype=np.int64 if name in self.count_names else None)
