@@ -76,7 +76,7 @@ try:
 except ImportError:  # nntrain numbers only
     torch = None
 
-CIFAR = Path(os.environ.get("NNTRAIN_CIFAR10", "/work/shared/data/cifar-10-python.tar.xz"))
+CIFAR = Path(os.environ.get("NNTRAIN_CIFAR10", Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-python.tar.xz"))
 
 # ----- the networks ---------------------------------------------------------------------------
 QUICK = [
