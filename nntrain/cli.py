@@ -246,7 +246,7 @@ def gradcheck(config, overrides, examples, entries, tolerance, debug):
     cfg = load_config(config, overrides)
     exp = build_experiment(cfg)
     net = build_network(cfg, exp.network.input_shape, dtype=np.float64)  # ok: finite differences need float64
-    x = exp.augment.for_eval()(exp.normalizer.apply(exp.data.train.x[:examples]), None).astype(np.float64)
+    x = exp.augment.for_eval()(exp.normalizer.apply(exp.data.train.x[:examples]), None).astype(np.float64)  # ok: gradcheck input
     y = exp.data.train.y[:examples]
     errors = check_network(net, exp.loss, x, y, max_entries=entries)
     worst = max(errors.values())

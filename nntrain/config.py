@@ -178,14 +178,21 @@ def _read_with_bases(path: Path, origins: Origins, seen: tuple = ()) -> dict:
 
 
 # ----- overrides -------------------------------------------------------------------------
-def parse_override(text: str) -> tuple[list, object]:
-    """``'optimizer.lr=0.01'`` -> (['optimizer', 'lr'], 0.01); the value is parsed as YAML."""
+def split_key_value(text: str, option: str = "--set", example: str = "optimizer.lr=0.01",
+                    form: str = "KEY=VALUE") -> tuple[str, str]:
+    """``'optimizer.lr=0.01'`` -> ('optimizer.lr', '0.01'); ConfigError naming ``option`` if malformed."""
     if "=" not in text:
-        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+        raise ConfigError(f"{option} {text}: expected {form}, e.g. {option} {example}")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text}: bad key '{key}'")
+        raise ConfigError(f"{option} {text}: bad key '{key}'")
+    return key, raw
+
+
+def parse_override(text: str) -> tuple[list, object]:
+    """``'optimizer.lr=0.01'`` -> (['optimizer', 'lr'], 0.01); the value is parsed as YAML."""
+    key, raw = split_key_value(text)
     try:
         value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -31,7 +31,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, atol: float = 1e-8
     batch normalisation): there the numerical gradient is pure round-off (~1e-10)
     and a relative error would be ~1 although nothing is wrong.
     """
-    a = np.asarray(analytic, dtype=np.float64).ravel()
+    a = np.asarray(analytic, dtype=np.float64).ravel()  # ok: gradient checks are float64 by design
     n = np.asarray(numeric, dtype=np.float64).ravel()
     if a.size == 0 or np.max(np.abs(a - n)) <= atol:
         return 0.0
@@ -72,7 +72,7 @@ def check_layer(layer: Layer, input_shapes, *, batch: int = 3, training: bool = 
     """
     rng = np.random.default_rng(seed)
     input_shapes = [tuple(s) for s in input_shapes]
-    out_shape = layer.build(input_shapes, rng, np.float64)
+    out_shape = layer.build(input_shapes, rng, np.float64)  # ok: finite differences need float64
     if inputs is None:
         inputs = [rng.standard_normal(batch_shape(s, batch)) for s in input_shapes]
     multi = layer.n_inputs != 1
@@ -121,7 +121,7 @@ def check_network(net, loss, x: np.ndarray, targets: np.ndarray, *, training: bo
     default so that batch statistics and dropout do not make the objective noisy.
     """
     rng = np.random.default_rng(seed)
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)  # ok: finite differences need float64
 
     def objective():
         return float(loss.forward(net.forward(x, training=training), targets))

@@ -86,12 +86,9 @@ def split_values(text: str) -> list[str]:
 
 
 def _split_key(text: str, option: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ConfigError(f"{option} {text}: expected KEY=VALUES, e.g. {option} optimizer.lr=0.1,0.01")
-    key, rest = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"{option} {text}: bad key '{key}'")
+    from .config import split_key_value
+
+    key, rest = split_key_value(text, option, "optimizer.lr=0.1,0.01", "KEY=VALUES")
     return key, rest.strip()
 
 

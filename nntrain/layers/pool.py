@@ -122,19 +122,23 @@ class AvgPool2d(_Pool2d):
                                  self.inverse_counts)
 
 
+class _GlobalPool(Layer):
+    """(C, H, W) -> (C,): one value per channel."""
+
+    def build(self, input_shapes, rng, dtype):
+        (shape,) = input_shapes
+        expect_rank(shape, 3, "an image (C, H, W)")
+        return (shape[0],)
+
+
 @LAYERS.register("global_avgpool")
-class GlobalAvgPool(Layer):
+class GlobalAvgPool(_GlobalPool):
     """(C, H, W) -> (C,): y[n, c] = mean over (h, w) of x[n, c, h, w]."""
 
     examples = [({}, [(3, 4, 5)])]
 
     def __init__(self):
         self._cache_shape = None
-
-    def build(self, input_shapes, rng, dtype):
-        (shape,) = input_shapes
-        expect_rank(shape, 3, "an image (C, H, W)")
-        return (shape[0],)
 
     def forward(self, x, training):
         c, n, h, w = self._cache_shape = x.shape
@@ -152,7 +156,7 @@ class GlobalAvgPool(Layer):
 
 
 @LAYERS.register("global_maxpool")
-class GlobalMaxPool(Layer):
+class GlobalMaxPool(_GlobalPool):
     """(C, H, W) -> (C,): y[n, c] = max over (h, w) of x[n, c, h, w]; the gradient goes to
     the first maximum in row-major order."""
 
@@ -160,11 +164,6 @@ class GlobalMaxPool(Layer):
 
     def __init__(self):
         self._cache_shape = self._cache_arg = None
-
-    def build(self, input_shapes, rng, dtype):
-        (shape,) = input_shapes
-        expect_rank(shape, 3, "an image (C, H, W)")
-        return (shape[0],)
 
     def forward(self, x, training):
         c, n, h, w = self._cache_shape = x.shape
