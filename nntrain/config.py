@@ -57,6 +57,7 @@ DEFAULTS = {
         "monitor": None,
         "divergence": {"action": "rollback", "lr_factor": 0.5, "max_retries": 3, "explode_factor": 1000.0},
         "ema": None,
+        "lookahead": None,
         "test_at_end": True,
     },
     "eval": {"batch_size": 500, "tta": "none", "padding": 4},
@@ -65,6 +66,7 @@ DEFAULTS = {
 EARLY_STOPPING_DEFAULTS = {"monitor": "val_error", "mode": None, "patience": 5, "min_delta": 0.0,
                            "restore_best": True}
 EMA_DEFAULTS = {"decay": 0.999, "every": 1}
+LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_epoch": 0.0}
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
 TTA_MODES = ("none", "flip", "crops", "translate")
 
@@ -308,6 +310,17 @@ def _validate_train(train: dict, origins: Origins) -> dict:
         ema["decay"] = _at(origins, (*q, "decay"), lambda: v.probability(ema["decay"], "decay"))
         ema["every"] = _at(origins, (*q, "every"), lambda: v.positive_int(ema["every"], "every"))
         t["ema"] = ema
+    la = t["lookahead"]
+    if la is not None:
+        q = (*p, "lookahead")
+        _check_keys(la, LOOKAHEAD_DEFAULTS, "train.lookahead", origins, q)
+        la = {**LOOKAHEAD_DEFAULTS, **la}
+        la["start_epoch"] = _at(origins, (*q, "start_epoch"), lambda: v.non_negative(la["start_epoch"], "start_epoch"))
+        from .optim import Lookahead
+
+        options = {k: val for k, val in la.items() if k != "start_epoch"}
+        _at(origins, q, lambda: Lookahead([], **options, total_steps=1))
+        t["lookahead"] = la
     return t
 
 

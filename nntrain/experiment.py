@@ -78,6 +78,10 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
     augment = make_augmentation(data_cfg["augment"])
     network = build_network(config, augment.output_shape(data.input_shape), dtype)
     check_output(network, data.num_classes)
+    n = network.data_samples()
+    if n and normalizer_state is None:  # a fresh run (a restored one loads its weights)
+        # the first n training images, preprocessed as the network sees them at evaluation
+        network.initialize_from_data(augment.for_eval()(normalizer.apply(data.train.x[:n]), None))
     return Experiment(config, data, normalizer, augment, network, make_loss(config["loss"]))
 
 

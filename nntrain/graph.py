@@ -243,6 +243,27 @@ class Network:
         outs = [to_public(values[name]) for name in self.output_names]
         return outs[0] if len(outs) == 1 else outs
 
+    def data_samples(self) -> int:
+        """How many training examples the data-computed initializers need (0: none)."""
+        return max((node.layer.data_samples() for node in self.order), default=0)
+
+    def initialize_from_data(self, x: np.ndarray) -> None:
+        """Compute the weights whose initializer needs data (e.g. ``pca_whitening``) from the
+        batch ``x`` (N, *input_shape), preprocessed as in training: each such layer sees its
+        input as produced by the layers before it (in eval mode)."""
+        pending = [node for node in self.order if node.layer.data_samples()]
+        x = np.asarray(x, dtype=self.dtype)
+        values = {INPUT: to_internal(x)}
+        for node in self.order:
+            if not pending:
+                break
+            args = [values[s] for s in node.inputs]
+            if node is pending[0]:
+                node.layer.init_from_data(args[0])
+                pending.pop(0)
+            values[node.name] = node.layer.forward(args[0] if node.layer.n_inputs == 1 else args, False)
+        self.clear()
+
     def _consumer_counts(self) -> dict:
         counts = {INPUT: 0}
         for node in self.order:

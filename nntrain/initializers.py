@@ -18,8 +18,15 @@ from .spec import Configurable, build_from_spec
 
 
 class Initializer(Configurable):
+    samples = 0  # > 0: computed from that many training examples (see ``from_data``)
+
     def __call__(self, shape, fan_in, fan_out, rng, dtype):
         raise NotImplementedError
+
+    def from_data(self, rows: np.ndarray, shape, dtype) -> np.ndarray:
+        """The weight of ``shape`` from ``rows`` (n, fan_in): the inputs one output unit sees
+        (conv: the flattened (Cin, Kh, Kw) input patches; linear: the input vectors)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use data")
 
 
 @INITIALIZERS.register("gaussian")
@@ -99,24 +106,73 @@ class Constant(Initializer):
 
 @INITIALIZERS.register("dirac")
 class Dirac(Initializer):
-    """Identity-preserving conv weight: output channel c copies input channel c (c < min(Cout, Cin/groups*groups)) at the kernel centre."""
+    """Identity-preserving weight: output channel c copies input channel c at the kernel centre.
 
-    def __init__(self, scale: float = 1.0):
+    For c < min(Cout, Cin/groups) (a linear weight: the identity matrix), times ``scale``.
+    The other output channels are zero, or drawn by ``rest`` (e.g. ``{type: he}``): then
+    the layer starts as a partial identity plus random features (airbench's convs).
+    """
+
+    def __init__(self, scale: float = 1.0, rest=None):
         self.scale = v.real(scale, "scale")
+        self.rest = None if rest is None else make_initializer(rest, "rest")
 
     def __call__(self, shape, fan_in, fan_out, rng, dtype):
-        w = np.zeros(shape, dtype=dtype)
-        if len(shape) == 2:  # linear: (out, in) identity
-            n = min(shape)
-            w[np.arange(n), np.arange(n)] = self.scale
-            return w
-        if len(shape) != 4:
+        if len(shape) not in (2, 4):
             raise ConfigError(f"dirac init needs a conv or linear weight, got shape {shape}")
-        cout, cin_g = shape[0], shape[1]
-        kh, kw = shape[2] // 2, shape[3] // 2
-        n = min(cout, cin_g)
-        w[np.arange(n), np.arange(n), kh, kw] = self.scale
+        w = np.zeros(shape, dtype=dtype) if self.rest is None else self.rest(shape, fan_in, fan_out, rng, dtype)
+        n = min(shape[0], shape[1])
+        w[:n] = 0
+        if len(shape) == 2:  # linear: (out, in) identity
+            w[np.arange(n), np.arange(n)] = self.scale
+        else:
+            w[np.arange(n), np.arange(n), shape[2] // 2, shape[3] // 2] = self.scale
         return w
+
+
+@INITIALIZERS.register("pca_whitening")
+class PCAWhitening(Initializer):
+    """Rows that whiten the layer's input, computed from training data (airbench's first conv).
+
+    With the second-moment matrix of the inputs a unit sees, S = (1/n) sum_i r_i r_i^T
+    (conv: every (Cin, Kh, Kw) patch of the first ``samples`` training images, as the
+    layer sees them; no centring, the bias can absorb a mean), and its eigenpairs
+    (lambda_j, u_j) by decreasing lambda, row j of the weight is  u_j / sqrt(lambda_j + eps):
+    output j is the input's coordinate on the j-th principal axis, scaled to unit
+    variance. With 2 x fan_in outputs the rows are [U; -U] (both signs, so a following
+    ReLU/GELU keeps all the information); with fewer than fan_in, the leading ones.
+    Freeze it with ``params: {weight: {trainable: false}}``.
+
+    The network is built before data is seen (and is rebuilt without data to load a
+    checkpoint); until ``from_data`` runs the weight is drawn like ``he``.
+    """
+
+    def __init__(self, eps: float = 5e-4, samples: int = 5000):
+        self.eps = v.non_negative(eps, "eps")
+        self.samples = v.positive_int(samples, "samples")
+
+    def __call__(self, shape, fan_in, fan_out, rng, dtype):
+        return He()(shape, fan_in, fan_out, rng, dtype)
+
+    def from_data(self, rows, shape, dtype):
+        fan_in = int(np.prod(shape[1:]))
+        out = shape[0]
+        if rows.ndim != 2 or rows.shape[1] != fan_in:
+            raise ValueError(f"pca_whitening: expected rows of {fan_in} inputs, got {rows.shape}")
+        if out > fan_in and out != 2 * fan_in:
+            raise ConfigError(f"pca_whitening: a layer with {fan_in} inputs per unit needs at most {fan_in} or "
+                              f"exactly {2 * fan_in} outputs (+- each axis), but it has {out}")
+        # float64 on purpose: a one-off d x d eigendecomposition at build time, not a hot path
+        second_moment = np.zeros((fan_in, fan_in))
+        for lo in range(0, len(rows), 65536):
+            chunk = rows[lo:lo + 65536].astype(np.float64)
+            second_moment += chunk.T @ chunk
+        second_moment /= max(len(rows), 1)
+        eigenvalues, eigenvectors = np.linalg.eigh(second_moment)  # ascending
+        order = np.argsort(eigenvalues)[::-1]
+        scaled = eigenvectors[:, order].T / np.sqrt(np.maximum(eigenvalues[order], 0.0) + self.eps)[:, None]
+        weight = np.concatenate([scaled, -scaled]) if out == 2 * fan_in else scaled[:out]
+        return weight.reshape(shape).astype(dtype)
 
 
 INITIALIZERS.register("identity")(type("Identity", (Dirac,), {"__doc__": "Alias of dirac."}))

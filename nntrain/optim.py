@@ -482,34 +482,83 @@ class WeightAverage(_ParamCopies):
 
 
 class Lookahead(_ParamCopies):
-    """Lookahead (Zhang et al. 2019) around any optimizer: call ``update()`` after each step.
+    """Lookahead (Zhang et al. 2019) around any optimizer: call ``update(step)`` after each step.
 
-    Slow weights phi start as a copy of the weights w; every k steps::
+    Slow weights phi; from optimizer step ``start_step`` on, every k-th step::
 
-        phi <- phi + alpha (w - phi);   w <- phi
+        phi <- phi + alpha_t (w - phi);   w <- phi
 
-    The inner optimizer's state (momentum) is kept across the synchronisation.
+    phi starts as a copy of the weights w: of the initial weights when ``start_step`` is
+    0, else of the weights after step ``start_step``. ``alpha_t = alpha`` (the paper), or
+    with ``decay`` the schedule of airbench (Jordan 2024), an EMA that averages little
+    early and strongly at the end::
+
+        alpha_t = 1 - decay**k * (t / T)**power     (t = steps done, T = ``total_steps``)
+
+    ``sync()`` sets w <- phi without moving phi (the trainer calls it at each epoch end,
+    so that evaluation and the final weights are the slow ones). The inner optimizer's
+    state (momentum) is kept across synchronisations. Only Parameters are averaged, not
+    buffers (batch-norm statistics follow the live weights).
     """
 
     prefix, copy_name, counter_name = "lookahead", "slow", "steps"
+    context_args = ("params", "total_steps")
 
-    def __init__(self, params, k: int = 5, alpha: float = 0.5):
+    def __init__(self, params, k: int = 5, alpha: float = 0.5, decay: float | None = None, power: float = 0.0,
+                 start_step: int = 0, total_steps: int | None = None):
         self.k = v.positive_int(k, "k")
         self.alpha = v.real(alpha, "alpha", min_value=0.0, max_value=1.0, min_open=True)
+        self.decay = None if decay is None else v.probability(decay, "decay")
+        self.power = v.non_negative(power, "power")
+        self.start_step = v.integer(start_step, "start_step", min_value=0)
+        self.total_steps = None if total_steps is None else v.positive_int(total_steps, "total_steps")
+        if self.decay is not None and self.total_steps is None:
+            raise ConfigError("lookahead: decay needs the number of planned steps (total_steps)")
         self._init_copies(params)
+        self.started = self.start_step == 0
 
-    def update(self) -> bool:
-        """Count one optimizer step; synchronise (and return True) every k-th."""
+    def alpha_at(self, step: int) -> float:
+        """The interpolation weight of a synchronisation after ``step`` optimizer steps."""
+        if self.decay is None:
+            return self.alpha
+        return 1.0 - self.decay ** self.k * (min(step, self.total_steps) / self.total_steps) ** self.power
+
+    def update(self, step: int | None = None) -> bool:
+        """Count optimizer step number ``step`` (default: the next); synchronise (and return True) every k-th."""
+        step = self.start_step + self.count + 1 if step is None else int(step)
+        if step < self.start_step:
+            return False
+        if not self.started:  # the slow weights begin here
+            for (_, p), slow in zip(self.params, self.copies):
+                np.copyto(slow, p.value)
+            self.started = True
+            return False
         self.count += 1
         if self.count % self.k:
             return False
+        alpha = self.alpha_at(step)
         for (_, p), slow in zip(self.params, self.copies):
             tmp = self._work.get(0, slow)
             np.subtract(p.value, slow, out=tmp)
-            tmp *= self.alpha
+            tmp *= alpha
             slow += tmp
             np.copyto(p.value, slow)
         return True
+
+    def sync(self) -> None:
+        """w <- phi (once the slow weights have begun)."""
+        if self.started:
+            for (_, p), slow in zip(self.params, self.copies):
+                np.copyto(p.value, slow)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**super().state_dict(), f"{self.prefix}/started": np.array(self.started)}
+
+    def load_state_dict(self, state: dict) -> None:
+        key = f"{self.prefix}/started"
+        _check_state_arrays(self.prefix, state, {key: np.zeros((), bool)})
+        super().load_state_dict({k: val for k, val in state.items() if k != key})
+        self.started = bool(state[key])
 
 
 def make_weight_average(options, params) -> WeightAverage:
@@ -517,6 +566,6 @@ def make_weight_average(options, params) -> WeightAverage:
     return build(WeightAverage, options, "ema", params=params)
 
 
-def make_lookahead(options, params) -> Lookahead:
-    """A Lookahead from YAML options ``{k: 5, alpha: 0.5}``."""
-    return build(Lookahead, options, "lookahead", params=params)
+def make_lookahead(options, params, total_steps: int | None = None) -> Lookahead:
+    """A Lookahead from options ``{k: 5, alpha: 0.5}`` or ``{k: 5, decay: 0.95, power: 3, start_step: 200}``."""
+    return build(Lookahead, options, "lookahead", params=params, total_steps=total_steps)

@@ -136,11 +136,14 @@ def truncate_csv(path, max_iteration: int) -> None:
 
 # ----- checkpoints -----------------------------------------------------------------------
 def save_checkpoint(path, *, network_state: dict, optimizer_state: dict, meta: dict,
-                    ema_state: dict | None = None, normalizer_state: dict | None = None) -> None:
+                    ema_state: dict | None = None, normalizer_state: dict | None = None,
+                    lookahead_state: dict | None = None) -> None:
     arrays = dict(network_state)
     arrays.update({f"optim/{k}": val for k, val in optimizer_state.items()})
     if ema_state:
         arrays.update({f"ema/{k}": val for k, val in ema_state.items()})
+    if lookahead_state:  # its keys already begin with "lookahead/"
+        arrays.update(lookahead_state)
     if normalizer_state:
         arrays.update({f"norm/{k}": val for k, val in normalizer_state.items()})
     meta = {"format": CHECKPOINT_FORMAT, **meta}

@@ -213,27 +213,35 @@ def _cos_anneal(start: float, end: float, pct: float) -> float:
     return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
 
 
+def _linear_anneal(a: float, b: float, p: float) -> float:
+    return a + (b - a) * p
+
+
 @SCHEDULES.register("onecycle")
 class OneCycle(Schedule):
-    """One-cycle policy (Smith), as PyTorch's OneCycleLR with cosine annealing, two phases.
+    """One-cycle policy (Smith), as PyTorch's OneCycleLR, two phases.
 
     max_lr defaults to base_lr; initial = max_lr / div_factor; final = initial / final_div_factor.
     With e = pct_start * T - 1: for i <= e the rate goes from initial to max_lr along
-    _cos_anneal(initial, max_lr, i / e), then to final along
-    _cos_anneal(max_lr, final, (i - e) / (T - 1 - e)), where
-    _cos_anneal(a, b, p) = b + (a - b) (cos(pi p) + 1) / 2. After T - 1 it stays at final.
+    anneal(initial, max_lr, i / e), then to final along anneal(max_lr, final, (i - e) / (T - 1 - e)),
+    where (``anneal_strategy``) cos: anneal(a, b, p) = b + (a - b) (cos(pi p) + 1) / 2, or
+    linear: a + (b - a) p (a triangle, as airbench's). After T - 1 it stays at final.
     """
 
-    examples = [{}, {"max_lr": 0.5, "pct_start": 0.25, "div_factor": 10, "final_div_factor": 100}]
+    examples = [{}, {"max_lr": 0.5, "pct_start": 0.25, "div_factor": 10, "final_div_factor": 100},
+                {"pct_start": 0.23, "div_factor": 5, "final_div_factor": 2.857, "anneal_strategy": "linear"}]
     needs_total = True
 
     def __init__(self, base_lr, iterations_per_epoch=1, total_epochs=None, *, max_lr: float | None = None,
-                 pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4, warmup=None):
+                 pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 anneal_strategy: str = "cos", warmup=None):
         super().__init__(base_lr, iterations_per_epoch, total_epochs, warmup)
         self.max_lr = self.base_lr if max_lr is None else v.positive(max_lr, "max_lr")
         self.pct_start = v.real(pct_start, "pct_start", min_value=0.0, max_value=1.0, min_open=True, max_open=True)
         self.div_factor = v.positive(div_factor, "div_factor")
         self.final_div_factor = v.positive(final_div_factor, "final_div_factor")
+        self.anneal_strategy = v.choice(anneal_strategy, "anneal_strategy", ["cos", "linear"])
+        self._anneal = _cos_anneal if self.anneal_strategy == "cos" else _linear_anneal
         self.initial_lr = self.max_lr / self.div_factor
         self.final_lr = self.initial_lr / self.final_div_factor
 
@@ -242,9 +250,9 @@ class OneCycle(Schedule):
         i = min(i, last)
         end_up = self.pct_start * self.total_iterations - 1
         if i <= end_up:
-            return _cos_anneal(self.initial_lr, self.max_lr, i / end_up if end_up > 0 else 1.0)
+            return self._anneal(self.initial_lr, self.max_lr, i / end_up if end_up > 0 else 1.0)
         span = last - end_up
-        return _cos_anneal(self.max_lr, self.final_lr, (i - end_up) / span if span > 0 else 1.0)
+        return self._anneal(self.max_lr, self.final_lr, (i - end_up) / span if span > 0 else 1.0)
 
 
 @SCHEDULES.register("plateau")

@@ -13,7 +13,9 @@ Per iteration::
 Reported per epoch (``metrics.csv``): the energy, data loss, weight-decay term and
 training error *averaged over the epoch's mini-batches* (the weights change during the
 epoch; this is what Caffe and Keras report), and the loss and error on the validation
-split in eval mode (with the averaged weights when ``train.ema`` is on).
+split in eval mode (with the averaged weights when ``train.ema`` is on). With
+``train.lookahead`` the optimizer's weights are pulled towards slow weights every k steps
+(nntrain.optim.Lookahead) and set to them at each epoch end, before evaluation.
 
 Exact resume: every random draw is a pure function of (seed, epoch, batch, iteration):
 the data order and augmentation (nntrain.data.loader) and the dropout masks
@@ -64,7 +66,7 @@ class Trainer:
     def __init__(self, exp: Experiment, run_dir, *, quiet: bool = False, resume: bool = False,
                  stop_at_iteration: int | None = None, out=None, command: str = ""):
         from .data import BatchLoader
-        from .optim import make_optimizer, make_weight_average
+        from .optim import make_lookahead, make_optimizer, make_weight_average
         from .schedules import make_schedule
 
         self.exp = exp
@@ -89,6 +91,11 @@ class Trainer:
         self.schedule = make_schedule(self.cfg["schedule"], self.base_lr, self.iters_per_epoch,
                                       total_epochs=self.total_iterations / self.iters_per_epoch)
         self.ema = (make_weight_average(self.tcfg["ema"], net.parameters()) if self.tcfg["ema"] else None)
+        self.lookahead = None
+        if self.tcfg["lookahead"]:
+            la = dict(self.tcfg["lookahead"])
+            la["start_step"] = round(la.pop("start_epoch") * self.iters_per_epoch)
+            self.lookahead = make_lookahead(la, net.parameters(), total_steps=self.total_iterations)
         es = self.tcfg["early_stopping"]
         has_val = data.val is not None and len(data.val) > 0
         self.monitor = (es or {}).get("monitor") or self.tcfg["monitor"] or ("val_error" if has_val else "energy")
@@ -143,6 +150,7 @@ class Trainer:
             self.run_dir / "checkpoints" / name, network_state=self.exp.network.state_dict(),
             optimizer_state=self.optimizer.state_dict(), meta=self._meta(),
             ema_state=self.ema.state_dict() if self.ema else None,
+            lookahead_state=self.lookahead.state_dict() if self.lookahead else None,
             normalizer_state=self.exp.normalizer.state())
 
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -151,6 +159,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.group("optim"))
         if self.ema:
             self.ema.load_state_dict(ckpt.group("ema"))
+        if self.lookahead:
+            self.lookahead.load_state_dict({f"lookahead/{k}": val for k, val in ckpt.group("lookahead").items()})
         self.schedule.load_state_dict({k: np.asarray(val) for k, val in m["schedule"].items()})
         for key in ("iteration", "lr_scale", "retries", "elapsed", "train_seconds", "images_seen", "sums",
                     "best", "bad_evals", "reference_energy", "last_metrics"):
@@ -162,6 +172,8 @@ class Trainer:
             "network": {k: val.copy() for k, val in self.exp.network.state_dict().items()},
             "optim": {k: val.copy() for k, val in self.optimizer.state_dict().items()},
             "ema": {k: val.copy() for k, val in self.ema.state_dict().items()} if self.ema else None,
+            "lookahead": ({k: val.copy() for k, val in self.lookahead.state_dict().items()}
+                          if self.lookahead else None),
             "iteration": self.iteration, "sums": dict(self.sums), "images_seen": self.images_seen,
         }
 
@@ -171,6 +183,8 @@ class Trainer:
         self.optimizer.load_state_dict(snap["optim"])
         if self.ema:
             self.ema.load_state_dict(snap["ema"])
+        if self.lookahead:
+            self.lookahead.load_state_dict(snap["lookahead"])
         self.iteration, self.sums, self.images_seen = snap["iteration"], dict(snap["sums"]), snap["images_seen"]
 
     def _reopen_logs(self, iteration: int) -> None:
@@ -267,6 +281,8 @@ class Trainer:
                 self._check_divergence(energy)
                 net.backward(loss.backward())
                 opt.step()
+                if self.lookahead:
+                    self.lookahead.update(self.iteration + 1)
                 if self.ema:
                     self.ema.update(self.iteration + 1)
                 batch_error = error_rate(logits, y)
@@ -326,6 +342,8 @@ class Trainer:
     def _end_of_epoch(self, lr: float, bar) -> None:
         if bar is not None:
             bar.close()
+        if self.lookahead:  # evaluate (and end with) the slow weights
+            self.lookahead.sync()
         row = self._evaluate(lr)
         self.sums = self._zero_sums()
         self.elapsed = time.perf_counter() - self._start

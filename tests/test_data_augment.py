@@ -212,6 +212,13 @@ def test_elastic():
     assert 0.1 < np.abs(field).max() < 10  # smooth, moderate displacements (pixels)
 
 
+def test_elastic_with_probability_leaves_the_others_alone():
+    x = _batch(c=1, h=28, w=28)
+    out = _one({"type": "elastic", "alpha": 34.0, "p": 0.5})(x, np.random.default_rng(2))
+    same = np.all(out == x, axis=(1, 2, 3))
+    assert 0 < same.sum() < len(x)
+
+
 def test_affine():
     x = _batch(h=9, w=9)
     ident = _one({"type": "affine", "degrees": 0, "scale": [1, 1]})

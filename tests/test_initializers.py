@@ -56,3 +56,28 @@ def test_every_initializer_is_reachable_by_name():
 def test_bad_specs(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         make_initializer(spec)
+
+
+def test_dirac_with_rest_is_a_partial_identity():
+    w = make_initializer({"type": "dirac", "rest": {"type": "gaussian", "std": 1.0}})(
+        (6, 2, 3, 3), 18, 54, np.random.default_rng(0), np.float32)
+    identity = np.zeros((2, 2, 3, 3), np.float32)
+    identity[[0, 1], [0, 1], 1, 1] = 1
+    np.testing.assert_array_equal(w[:2], identity)
+    assert np.all(w[2:] != 0) and abs(w[2:].std() - 1) < 0.3
+
+
+def test_pca_whitening_from_data():
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((4, 4))
+    rows = rng.standard_normal((20000, 4)) @ mix  # correlated inputs
+    init = make_initializer({"type": "pca_whitening", "eps": 0.0})
+    w = init.from_data(rows, (8, 4), np.float64)
+    z = rows @ w[:4].T
+    np.testing.assert_allclose(z.T @ z / len(z), np.eye(4), atol=1e-10)
+    np.testing.assert_array_equal(w[4:], -w[:4])
+    variances = np.linalg.eigvalsh(rows.T @ rows / len(rows))[::-1]
+    np.testing.assert_allclose(np.linalg.norm(w[:4], axis=1), 1 / np.sqrt(variances))  # leading axis first
+    np.testing.assert_array_equal(init.from_data(rows, (2, 4), np.float64), w[:2])  # fewer outputs: leading ones
+    with pytest.raises(ConfigError, match="at most 4 or exactly 8 outputs"):
+        init.from_data(rows, (6, 4), np.float64)

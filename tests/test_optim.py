@@ -364,6 +364,28 @@ def test_lookahead_known_values_and_state():
     assert other.count == 2 and other.copies[0][0] == 1.0
 
 
+def test_lookahead_decay_schedule_start_and_sync():
+    p = param([0.0])
+    la = make_lookahead({"k": 2, "decay": 0.5, "power": 1.0, "start_step": 2}, [p], total_steps=8)
+    p.value[...] = 1.0
+    assert not la.update(1) and not la.started  # before the start
+    p.value[...] = 2.0
+    assert not la.update(2) and la.started and la.copies[0][0] == 2.0  # slow weights begin at step 2
+    p.value[...] = 3.0
+    assert not la.update(3)
+    p.value[...] = 4.0
+    assert la.update(4)  # alpha = 1 - 0.5**2 * (4/8) = 0.875: slow = 2 + 0.875 * (4 - 2)
+    assert la.copies[0][0] == p.value[0] == 3.75
+    p.value[...] = 5.0
+    la.sync()
+    assert p.value[0] == 3.75
+    other = make_lookahead({"k": 2}, [param([0.0])], total_steps=8)
+    other.load_state_dict(la.state_dict())
+    assert other.started and other.count == 2 and other.copies[0][0] == 3.75
+    with pytest.raises(ConfigError, match="total_steps"):
+        make_lookahead({"decay": 0.9}, [param([0.0])])
+
+
 def test_averaging_options_are_checked():
     with pytest.raises(ConfigError, match="did you mean 'decay'"):
         make_weight_average({"decya": 0.9}, [param([1.0])])

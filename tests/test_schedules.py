@@ -201,3 +201,13 @@ def test_bad_values_are_named():
         sched("cosin")
     with pytest.raises(ConfigError, match="iteration=-1"):
         sched("constant").lr(-1)
+
+
+def test_onecycle_linear_is_a_triangle():
+    from nntrain.schedules import make_schedule
+    sched = make_schedule({"type": "onecycle", "pct_start": 0.25, "div_factor": 5, "final_div_factor": 2,
+                           "anneal_strategy": "linear"}, 1.0, iterations_per_epoch=9, total_epochs=1)
+    # e = 0.25 * 9 - 1 = 1.25; up from 0.2 to 1 over [0, 1.25], down to 0.1 over [1.25, 8]
+    assert [sched.lr(i) for i in (0, 8)] == pytest.approx([0.2, 0.1])
+    assert sched.lr(1) == pytest.approx(0.2 + 0.8 / 1.25)
+    assert sched.lr(4) == pytest.approx(1 + (0.1 - 1) * (4 - 1.25) / 6.75)

@@ -58,7 +58,8 @@ def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("stop_at", [5, 10, 16])  # mid-epoch, exactly at an epoch end, late
 def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path, stop_at):
-    overrides = ["train.ema={decay: 0.9}", "train.eval_every=4", "schedule={type: plateau, patience: 1}"]
+    overrides = ["train.ema={decay: 0.9}", "train.eval_every=4", "schedule={type: plateau, patience: 1}",
+                 "train.lookahead={k: 3, decay: 0.9, power: 2, start_epoch: 0.5}"]
     if stop_at == 10:  # early stopping that fires right after the interrupted epoch end
         overrides += ["train.early_stopping={patience: 1, min_delta: 0.5}", "train.epochs=5"]
     full = _train(tiny_config, tmp_path / "full", overrides)
@@ -151,3 +152,33 @@ def test_max_iterations_and_mid_epoch_evaluation(tiny_config, tmp_path):
     assert summary["iterations"] == 10 and summary["stop_reason"] == "max_iterations"
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     assert [r["iteration"] for r in rows] == [3, 6, 9, 10]
+
+
+def test_lookahead_sets_the_slow_weights_at_each_epoch_end(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run", ["train.lookahead={k: 4, alpha: 0.5, start_epoch: 1}"])
+    ckpt = Checkpoint(tmp_path / "run" / "checkpoints" / "last.npz")
+    assert bool(ckpt.arrays["lookahead/started"]) and int(ckpt.arrays["lookahead/steps"]) == 2 * 10  # steps 11..30
+    for key, slow in ckpt.group("lookahead/slow").items():  # the run ended on the slow weights
+        np.testing.assert_array_equal(ckpt.arrays[f"param/{key}"], slow, err_msg=key)
+    plain = _train(tiny_config, tmp_path / "plain")
+    assert summary["final"]["energy"] != plain["final"]["energy"]
+
+
+def test_whitening_layer_is_computed_from_the_training_data(tiny_config, tmp_path):
+    cfg = load_config(tiny_config, ["model=[{type: conv2d, out_channels: 18, kernel: 3, "
+                                    "init: {type: pca_whitening, eps: 0, samples: 200}, "
+                                    "params: {weight: {trainable: false}}}, {type: relu}, {type: flatten}, "
+                                    "{type: linear, out_features: 10}]"])
+    exp = build_experiment(cfg)
+    conv = exp.network.order[0].layer
+    x = exp.augment.for_eval()(exp.normalizer.apply(exp.data.train.x[:200]), None)
+    rows = conv.input_rows(np.ascontiguousarray(x.transpose(1, 0, 2, 3)))
+    z = rows.astype(np.float64) @ conv.weight.value.reshape(18, 9)[:9].T.astype(np.float64)
+    np.testing.assert_allclose(z.T @ z / len(z), np.eye(9), atol=2e-3)  # whitened
+    np.testing.assert_array_equal(conv.weight.value[9:], -conv.weight.value[:9])
+    before = conv.weight.value.copy()
+    summary = Trainer(exp, tmp_path / "run", quiet=True).run()
+    np.testing.assert_array_equal(conv.weight.value, before)  # frozen
+    # evaluating the checkpoint rebuilds the network without data and loads the whitening weights
+    result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / summary["test"]["checkpoint"])
+    assert result["error"] == summary["test"]["error"]

@@ -265,12 +265,14 @@ class Elastic(Augmentation):
     Per image, a displacement field (dy, dx) with entries U(-1, 1) at every pixel is
     blurred by a Gaussian of std ``sigma`` pixels and scaled by ``alpha``; the output
     pixel (i, j) is the input sampled bilinearly at (i + dy, j + dx) (zero outside).
-    Simard used alpha 34, sigma 4 on MNIST. The same field moves every channel.
+    Simard used alpha 34, sigma 4 on MNIST. The same field moves every channel. With
+    ``p`` < 1 each image is distorted with probability p (the others are left as they are).
     """
 
-    def __init__(self, alpha: float = 34.0, sigma: float = 4.0):
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0, p: float = 1.0):
         self.alpha = v.non_negative(alpha, "alpha")
         self.sigma = v.positive(sigma, "sigma")
+        self.p = v.probability(p, "p", allow_one=True)
 
     def __call__(self, x, rng):
         n, _, h, w = x.shape
@@ -279,6 +281,8 @@ class Elastic(Augmentation):
         field -= 1
         field = gaussian_blur_matrix(h, self.sigma) @ field @ gaussian_blur_matrix(w, self.sigma).T
         field *= np.float32(self.alpha)
+        if self.p < 1:  # a zero field samples every pixel at itself
+            field *= (rng.random(n) < self.p).astype(np.float32)[:, None, None, None]
         sy = field[:, 0] + np.arange(h, dtype=np.float32)[:, None]
         sx = field[:, 1] + np.arange(w, dtype=np.float32)
         return bilinear_sample(x, sy, sx)

@@ -146,6 +146,20 @@ class Layer(Configurable):
         """Trainable tensors by name, in a fixed order."""
         return {}
 
+    # ----- weights computed from data (e.g. init: pca_whitening) -----------------
+    def data_samples(self) -> int:
+        """How many training examples this layer's weight initializer wants to see (0: none)."""
+        return int(getattr(getattr(self, "init", None), "samples", 0) or 0)
+
+    def input_rows(self, x: np.ndarray) -> np.ndarray:
+        """The inputs each output unit sees, as rows (n, fan_in), for a batch ``x`` (internal layout)."""
+        raise ConfigError(f"{self.type_name}: this layer's weight cannot be computed from data")
+
+    def init_from_data(self, x: np.ndarray) -> None:
+        """Set the weight from this layer's input batch ``x`` (internal layout) with its initializer."""
+        w = self.weight
+        w.value[...] = self.init.from_data(self.input_rows(x), w.value.shape, w.value.dtype)
+
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trainable state saved with the weights (e.g. running statistics)."""
         return {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import validate as v
 from ..errors import ConfigError
 from ..initializers import make_initializer
@@ -106,6 +108,16 @@ class Conv2d(Layer):
     def macs(self, input_shapes, output_shape):
         _, cin_g, kh, kw = self.weight.shape
         return output_shape[0] * output_shape[1] * output_shape[2] * cin_g * kh * kw
+
+    def input_rows(self, x):
+        """Every (Cin, Kh, Kw) patch the kernel sees in ``x`` (C, N, H, W), padding included."""
+        if self.groups != 1:
+            raise ConfigError("a weight computed from data needs groups: 1")
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+        win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (C, N, Ho, Wo, Kh, Kw)
+        return win.transpose(1, 2, 3, 0, 4, 5).reshape(-1, x.shape[0] * kh * kw)
 
     def forward(self, x, training):
         bias = self.bias.value if self.use_bias else None

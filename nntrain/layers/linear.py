@@ -46,6 +46,9 @@ class Linear(Layer):
     def macs(self, input_shapes, output_shape):
         return input_shapes[0][0] * self.out_features
 
+    def input_rows(self, x):
+        return x.reshape(len(x), -1)
+
     def forward(self, x, training):
         self._cache_x = x
         y = x @ self.weight.value.T
