@@ -84,6 +84,35 @@ def test_parameter_gradients_overwrite(name, options, input_shapes):
         np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-12)
 
 
+def _run_layer(name, options, input_shapes, training):
+    layer = LAYERS.get(name).from_config(dict(options))
+    rng = np.random.default_rng(0)
+    out_shape = layer.build([tuple(s) for s in input_shapes], rng, np.float32)
+    xs = [rng.standard_normal(batch_shape(s, 5)).astype(np.float32) for s in input_shapes]
+    dy = rng.standard_normal(batch_shape(out_shape, 5)).astype(np.float32)
+    layer.rng = np.random.default_rng(1)
+    y = layer.forward(xs if layer.n_inputs != 1 else xs[0], training)
+    layer.needs_input_grad = True
+    dxs = layer.backward(dy)
+    return [y, *(dxs if layer.n_inputs != 1 else [dxs]), *(p.grad for p in layer.params().values())]
+
+
+@pytest.mark.parametrize("name,options,input_shapes", CASES)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_threaded_kernels_give_the_serial_result(name, options, input_shapes, training, monkeypatch):
+    """Kernels split over cores (nntrain.ops.parallel) compute bit for bit what one call would."""
+    from nntrain.ops import parallel
+
+    monkeypatch.setitem(parallel._state, "threads", 1)
+    serial = _run_layer(name, options, input_shapes, training)
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(parallel._state, "threads", 3)
+    monkeypatch.setitem(parallel._state, "pool", None)
+    threaded = _run_layer(name, options, input_shapes, training)
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_unknown_layer_type_suggests_closest():
     with pytest.raises(ConfigError, match=r"did you mean 'linear'.*known:"):
         LAYERS.get("linaer")

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import validate as v
+from ..ops.parallel import parallel_for
 from ..registry import LAYERS
 from .base import Layer, expect_rank
 
@@ -225,46 +226,65 @@ class GELU(_Elementwise):
 
     def forward(self, x, training):
         self._cache_x = x
-        if self.approximate == "tanh":
-            t = x * x
-            t *= _GELU_CUBIC
-            t += 1.0
-            t *= x
-            t *= _SQRT_2_OVER_PI
-            np.tanh(t, out=t)
-            self._cache_t = t
-            y = t + 1.0
-            y *= 0.5
-        else:
-            cdf = erf(x * _SQRT_HALF)
-            cdf *= 0.5
-            cdf += 0.5
-            self._cache_t = cdf
-            return cdf * x
-        y *= x
+        t, y = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)  # C order: flat views
+        xf, tf, yf = x.reshape(-1), t.reshape(-1), y.reshape(-1)
+
+        def block(lo, hi):
+            xs, ts, ys = xf[lo:hi], tf[lo:hi], yf[lo:hi]
+            if self.approximate == "tanh":
+                np.multiply(xs, xs, out=ts)
+                ts *= _GELU_CUBIC
+                ts += 1.0
+                ts *= xs
+                ts *= _SQRT_2_OVER_PI
+                np.tanh(ts, out=ts)
+                np.add(ts, 1.0, out=ys)
+                ys *= 0.5
+            else:
+                np.multiply(xs, _SQRT_HALF, out=ys)
+                ts[...] = erf(ys)
+                ts *= 0.5
+                ts += 0.5
+                np.copyto(ys, ts)
+            ys *= xs
+
+        _elementwise_blocks(xf, block)
+        self._cache_t = t
         return y
 
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
         x, t = self._cache_x, self._cache_t
-        if self.approximate == "tanh":
-            g = x * x
-            g *= 3 * _GELU_CUBIC
-            g += 1.0
-            g *= x
-            g *= 0.5 * _SQRT_2_OVER_PI
-            g *= 1.0 - t * t
-            g += 0.5 * (1.0 + t)
-        else:
-            g = x * x
-            g *= -0.5
-            np.exp(g, out=g)
-            g *= x
-            g *= _INV_SQRT_2PI
-            g += t
-        g *= dy
+        g = np.empty(x.shape, x.dtype)
+        xf, tf, gf, df = x.reshape(-1), t.reshape(-1), g.reshape(-1), dy.reshape(-1)
+
+        def block(lo, hi):
+            xs, ts, gs = xf[lo:hi], tf[lo:hi], gf[lo:hi]
+            np.multiply(xs, xs, out=gs)
+            if self.approximate == "tanh":
+                gs *= 3 * _GELU_CUBIC
+                gs += 1.0
+                gs *= xs
+                gs *= 0.5 * _SQRT_2_OVER_PI
+                gs *= 1.0 - ts * ts
+                gs += 0.5 * (1.0 + ts)
+            else:
+                gs *= -0.5
+                np.exp(gs, out=gs)
+                gs *= xs
+                gs *= _INV_SQRT_2PI
+                gs += ts
+            gs *= df[lo:hi]
+
+        _elementwise_blocks(xf, block)
         return g
+
+
+def _elementwise_blocks(flat: np.ndarray, fn) -> None:
+    """``fn(lo, hi)`` over blocks of a flat array, on all cores when it is large (numpy's
+    ufuncs run on one); elementwise, so the result does not depend on the blocks."""
+    parallel_for(flat.size, fn, 4 * flat.size)
 
 
 @LAYERS.register("sigmoid")

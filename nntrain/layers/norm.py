@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import validate as v
 from ..errors import ConfigError
+from ..ops.parallel import parallel_for
 from ..registry import LAYERS
 from .base import Layer, Parameter, batch_shape, expect_rank, to_public
 
@@ -81,8 +82,21 @@ class _BatchNorm(Layer):
     def macs(self, input_shapes, output_shape):
         return int(np.prod(output_shape))  # one multiply-add per element (y = k x + b)
 
+    def _channels(self, n_channels: int, fn, work: int) -> None:
+        """``fn(lo, hi)`` over channel blocks: on all cores for batchnorm2d, whose channels
+        are contiguous rows (each block computes exactly what one call would)."""
+        if self._rank == 3:
+            parallel_for(n_channels, fn, work)
+        else:
+            fn(0, n_channels)
+
+    def _rows(self, a, lo, hi):
+        """Channels [lo, hi) of a 2-D view."""
+        return a[lo:hi] if self._rank == 3 else a[:, lo:hi]
+
     def forward(self, x, training):
         x2, axis = self._view(x)
+        col, rows = self._col, self._rows
         if not training:
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
             scale = inv_std * self.weight.value if self.use_weight else inv_std
@@ -90,26 +104,40 @@ class _BatchNorm(Layer):
             if self.use_bias:
                 shift += self.bias.value
             self._cache_x, self._cache_inv_std, self._cache_xhat = x, inv_std, None
-            y = x2 * self._col(scale)
-            y += self._col(shift)
+            y = np.empty_like(x2)
+
+            def affine(lo, hi):
+                ys = rows(y, lo, hi)
+                np.multiply(rows(x2, lo, hi), col(scale[lo:hi]), out=ys)
+                ys += col(shift[lo:hi])
+
+            self._channels(len(scale), affine, 2 * x2.size)
             return y.reshape(x.shape)
         m = x2.shape[axis]
         if m < 2:
             raise ConfigError(f"{self.type_name}: training needs more than one value per channel to "
                               f"normalise, received a batch of shape {to_public(x).shape}")
-        mean = x2.mean(axis=axis)
-        xhat = x2 - self._col(mean)  # ours: becomes xhat in place
-        y = np.square(xhat)  # scratch for the variance, then the output
-        var = y.mean(axis=axis)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat *= self._col(inv_std)
+        c = x2.shape[1 - axis]
+        mean, var, inv_std = (np.empty(c, x2.dtype) for _ in range(3))
+        xhat, y = np.empty_like(x2), np.empty_like(x2)
+
+        def normalise(lo, hi):
+            xs, xh, ys = rows(x2, lo, hi), rows(xhat, lo, hi), rows(y, lo, hi)
+            mu = mean[lo:hi] = xs.mean(axis=axis)
+            np.subtract(xs, col(mu), out=xh)
+            np.square(xh, out=ys)  # scratch for the variance, then the output
+            sigma2 = var[lo:hi] = ys.mean(axis=axis)
+            inv = inv_std[lo:hi] = 1.0 / np.sqrt(sigma2 + self.eps)
+            xh *= col(inv)
+            if self.use_weight:
+                np.multiply(xh, col(self.weight.value[lo:hi]), out=ys)
+            else:
+                np.copyto(ys, xh)
+            if self.use_bias:
+                ys += col(self.bias.value[lo:hi])
+
+        self._channels(c, normalise, 4 * x2.size)
         self._update_running(mean, var, m)
-        if self.use_weight:
-            np.multiply(xhat, self._col(self.weight.value), out=y)
-        else:
-            np.copyto(y, xhat)
-        if self.use_bias:
-            y += self._col(self.bias.value)
         self._cache_xhat, self._cache_inv_std, self._cache_x = xhat, inv_std, None
         return y.reshape(x.shape)
 
@@ -122,29 +150,38 @@ class _BatchNorm(Layer):
 
     def backward(self, dy):
         dy2, axis = self._view(dy)
+        col, rows = self._col, self._rows
         xhat = self._cache_xhat
         if xhat is None:  # forward ran in eval mode: an affine map with fixed statistics
             x2, _ = self._view(self._cache_x)
-            xhat = (x2 - self._col(self.running_mean)) * self._col(self._cache_inv_std)
-        t = dy2 * xhat
-        sum_dy_xhat = t.sum(axis=axis)
-        sum_dy = dy2.sum(axis=axis)
+            xhat = (x2 - col(self.running_mean)) * col(self._cache_inv_std)
+        m, c = dy2.shape[axis], dy2.shape[1 - axis]
+        sum_dy_xhat, sum_dy = np.empty(c, dy2.dtype), np.empty(c, dy2.dtype)
+        k = self._cache_inv_std * self.weight.value if self.use_weight else self._cache_inv_std
+        t = np.empty_like(dy2)
+        trained = self._cache_xhat is not None
+
+        def gradients(lo, hi):
+            d, xh, ts = rows(dy2, lo, hi), rows(xhat, lo, hi), rows(t, lo, hi)
+            np.multiply(d, xh, out=ts)
+            sdx = sum_dy_xhat[lo:hi] = ts.sum(axis=axis)
+            sd = sum_dy[lo:hi] = d.sum(axis=axis)
+            if not self.needs_input_grad:
+                return
+            if not trained:
+                np.multiply(d, col(k[lo:hi]), out=ts)
+                return
+            np.multiply(xh, col(sdx / m), out=ts)
+            ts += col(sd / m)
+            np.subtract(d, ts, out=ts)
+            ts *= col(k[lo:hi])
+
+        self._channels(c, gradients, 4 * dy2.size)
         if self.use_weight:
             self.weight.grad[...] = sum_dy_xhat
         if self.use_bias:
             self.bias.grad[...] = sum_dy
-        if not self.needs_input_grad:
-            return None
-        k = self._cache_inv_std * self.weight.value if self.use_weight else self._cache_inv_std
-        if self._cache_xhat is None:
-            np.multiply(dy2, self._col(k), out=t)
-            return t.reshape(dy.shape)
-        m = dy2.shape[axis]
-        np.multiply(xhat, self._col(sum_dy_xhat / m), out=t)
-        t += self._col(sum_dy / m)
-        np.subtract(dy2, t, out=t)
-        t *= self._col(k)
-        return t.reshape(dy.shape)
+        return t.reshape(dy.shape) if self.needs_input_grad else None
 
 
 @LAYERS.register("batchnorm2d")
