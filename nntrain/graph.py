@@ -259,7 +259,10 @@ class Network:
                 break
             args = [values[s] for s in node.inputs]
             if node is pending[0]:
-                node.layer.init_from_data(args[0])
+                try:
+                    node.layer.init_from_data(args[0])
+                except ConfigError as exc:
+                    raise ConfigError(f"model[{node.index}] ('{node.name}', {node.layer.type_name}): {exc}") from None
                 pending.pop(0)
             values[node.name] = node.layer.forward(args[0] if node.layer.n_inputs == 1 else args, False)
         self.clear()

@@ -152,16 +152,21 @@ class PCAWhitening(Initializer):
         self.samples = v.positive_int(samples, "samples")
 
     def __call__(self, shape, fan_in, fan_out, rng, dtype):
+        self._check_shape(shape)
         return He()(shape, fan_in, fan_out, rng, dtype)
 
-    def from_data(self, rows, shape, dtype):
-        fan_in = int(np.prod(shape[1:]))
-        out = shape[0]
-        if rows.ndim != 2 or rows.shape[1] != fan_in:
-            raise ValueError(f"pca_whitening: expected rows of {fan_in} inputs, got {rows.shape}")
+    @staticmethod
+    def _check_shape(shape) -> None:
+        fan_in, out = int(np.prod(shape[1:])), shape[0]
         if out > fan_in and out != 2 * fan_in:
             raise ConfigError(f"pca_whitening: a layer with {fan_in} inputs per unit needs at most {fan_in} or "
                               f"exactly {2 * fan_in} outputs (+- each axis), but it has {out}")
+
+    def from_data(self, rows, shape, dtype):
+        self._check_shape(shape)
+        fan_in, out = int(np.prod(shape[1:])), shape[0]
+        if rows.ndim != 2 or rows.shape[1] != fan_in:
+            raise ValueError(f"pca_whitening: expected rows of {fan_in} inputs, got {rows.shape}")
         # float64 on purpose: a one-off d x d eigendecomposition at build time, not a hot path
         second_moment = np.zeros((fan_in, fan_in))
         for lo in range(0, len(rows), 65536):

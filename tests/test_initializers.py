@@ -81,3 +81,18 @@ def test_pca_whitening_from_data():
     np.testing.assert_array_equal(init.from_data(rows, (2, 4), np.float64), w[:2])  # fewer outputs: leading ones
     with pytest.raises(ConfigError, match="at most 4 or exactly 8 outputs"):
         init.from_data(rows, (6, 4), np.float64)
+
+
+def test_pca_whitening_checks_the_layer_at_build_time():
+    with pytest.raises(ConfigError, match=r"model\[0\].*at most 12 or exactly 24 outputs.*but it has 16"):
+        Network([{"type": "conv2d", "out_channels": 16, "kernel": 2, "init": "pca_whitening"}], input_shape=(3, 8, 8))
+    net = Network([{"type": "maxpool2d", "kernel": 2}, {"type": "flatten"},
+                   {"type": "linear", "out_features": 3, "init": {"type": "pca_whitening", "samples": 50}}],
+                  input_shape=(1, 4, 4))
+    assert net.data_samples() == 50
+    x = np.random.default_rng(0).standard_normal((50, 1, 4, 4)).astype(np.float32)
+    net.initialize_from_data(x)  # the linear layer sees the pooled, flattened input
+    pooled = x.reshape(50, 2, 2, 2, 2).max(axis=(2, 4)).reshape(50, 4)
+    w = net.order[2].layer.weight.value
+    np.testing.assert_allclose(w, make_initializer({"type": "pca_whitening"}).from_data(pooled, (3, 4), np.float32),
+                               rtol=1e-5)
