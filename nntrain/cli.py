@@ -31,6 +31,9 @@ def _handle_errors(fn):
         from .errors import NNTrainError
 
         try:
+            from .ops.parallel import num_threads
+
+            num_threads()  # a bad NNTRAIN_THREADS is reported now, not at the first kernel
             return fn(*args, **kwargs)
         except NNTrainError as exc:
             if debug:

@@ -58,6 +58,17 @@ def test_bad_input_exits_2_with_one_message(tiny_config, tmp_path, args, pattern
     assert not runs.exists() or not any(runs.iterdir()), "a bad config must not leave a run directory"
 
 
+@pytest.mark.parametrize("value", ["two", "0"])
+def test_bad_thread_count_is_reported_before_anything_runs(tiny_config, tmp_path, monkeypatch, value):
+    from nntrain.ops import parallel
+
+    monkeypatch.setenv("NNTRAIN_THREADS", value)
+    monkeypatch.setitem(parallel._state, "threads", None)
+    r = run("fit", tiny_config, "--runs-root", tmp_path / "runs")
+    assert r.exit_code == 2 and "NNTRAIN_THREADS must be a positive integer" in r.output, r.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_shape_mismatch_names_layer_line_and_shapes(tmp_path):
     cfg = tmp_path / "x.yaml"
     cfg.write_text("data: {dataset: mnist_subset, limit: {train: 200, test: 50}}\nmodel:\n"

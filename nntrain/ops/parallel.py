@@ -43,7 +43,12 @@ def num_threads() -> int:
             try:
                 n = int(env)
             except ValueError:
-                n = 1
+                n = 0
+            if n < 1:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"NNTRAIN_THREADS must be a positive integer (1 turns threading off), "
+                                  f"received {env!r}")
         else:
             try:
                 n = len(os.sched_getaffinity(0))
