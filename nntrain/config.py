@@ -57,7 +57,6 @@ DEFAULTS = {
         "monitor": None,
         "divergence": {"action": "rollback", "lr_factor": 0.5, "max_retries": 3, "explode_factor": 1000.0},
         "ema": None,
-        "lookahead": None,
         "test_at_end": True,
     },
     "eval": {"batch_size": 500, "tta": "none", "padding": 4},
@@ -67,6 +66,9 @@ EARLY_STOPPING_DEFAULTS = {"monitor": "val_error", "mode": None, "patience": 5, 
                            "restore_best": True}
 EMA_DEFAULTS = {"decay": 0.999, "every": 1}
 LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_epoch": 0.0}
+# train keys added after results were recorded: in the resolved config only when set, so the
+# config hash of an experiment that does not use them is what it was
+TRAIN_OPTIONAL = ("lookahead",)
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
 TTA_MODES = ("none", "flip", "crops", "translate")
 
@@ -263,8 +265,11 @@ def _at(origins: Origins, path: tuple, fn):
 
 def _validate_train(train: dict, origins: Origins) -> dict:
     p = ("train",)
-    _check_keys(train, DEFAULTS["train"], "train", origins, p)
+    _check_keys(train, [*DEFAULTS["train"], *TRAIN_OPTIONAL], "train", origins, p)
     t = deep_merge(DEFAULTS["train"], train)
+    for key in TRAIN_OPTIONAL:
+        if t.get(key, 0) is None:
+            del t[key]
     chk = {
         "epochs": lambda x: v.positive(x, "epochs"),
         "batch_size": lambda x: v.positive_int(x, "batch_size"),
@@ -310,7 +315,7 @@ def _validate_train(train: dict, origins: Origins) -> dict:
         ema["decay"] = _at(origins, (*q, "decay"), lambda: v.probability(ema["decay"], "decay"))
         ema["every"] = _at(origins, (*q, "every"), lambda: v.positive_int(ema["every"], "every"))
         t["ema"] = ema
-    la = t["lookahead"]
+    la = t.get("lookahead")
     if la is not None:
         q = (*p, "lookahead")
         _check_keys(la, LOOKAHEAD_DEFAULTS, "train.lookahead", origins, q)
@@ -424,9 +429,10 @@ def _check_override_key(config: dict, parts: list, text: str) -> None:
     if parts[0] not in SECTIONS:
         raise ConfigError(f"--set {text}: unknown key '{parts[0]}'{did_you_mean(parts[0], SECTIONS)} "
                           f"(allowed: {', '.join(SECTIONS)})")
-    if parts[0] in ("train", "eval") and len(parts) >= 2 and parts[1] not in DEFAULTS[parts[0]]:
+    allowed = {"train": [*DEFAULTS["train"], *TRAIN_OPTIONAL], "eval": list(DEFAULTS["eval"])}
+    if parts[0] in allowed and len(parts) >= 2 and parts[1] not in allowed[parts[0]]:
         raise ConfigError(f"--set {text}: unknown key '{parts[0]}.{parts[1]}'"
-                          f"{did_you_mean(parts[1], DEFAULTS[parts[0]])}")
+                          f"{did_you_mean(parts[1], allowed[parts[0]])}")
 
 
 def config_hash(config: dict) -> str:

@@ -92,7 +92,7 @@ class Trainer:
                                       total_epochs=self.total_iterations / self.iters_per_epoch)
         self.ema = (make_weight_average(self.tcfg["ema"], net.parameters()) if self.tcfg["ema"] else None)
         self.lookahead = None
-        if self.tcfg["lookahead"]:
+        if self.tcfg.get("lookahead"):
             la = dict(self.tcfg["lookahead"])
             la["start_step"] = round(la.pop("start_epoch") * self.iters_per_epoch)
             self.lookahead = make_lookahead(la, net.parameters(), total_steps=self.total_iterations)
