@@ -173,7 +173,7 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", "data_path", type=click.Path(), help="Another path for the data set files.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--tta", type=click.Choice(["none", "flip", "crops", "translate", "config"]), default="config",
+@click.option("--tta", type=click.Choice(["none", "flip", "crops", "translate", "airbench", "config"]), default="config",
               show_default=True, help="Test-time augmentation: average the softmax over views "
                                       "(config: the checkpoint's eval.tta).")
 @click.option("--batch-size", type=int, default=None, help="Default: the config's eval.batch_size.")

@@ -70,7 +70,7 @@ LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_
 # config hash of an experiment that does not use them is what it was
 TRAIN_OPTIONAL = ("lookahead",)
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
-TTA_MODES = ("none", "flip", "crops", "translate")
+TTA_MODES = ("none", "flip", "crops", "translate", "airbench")
 
 
 class _Loader(yaml.SafeLoader):

@@ -29,7 +29,7 @@ def _ref_softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("mode,count", [("none", 1), ("flip", 2), ("crops", 10), ("translate", 6)])
+@pytest.mark.parametrize("mode,count", [("none", 1), ("flip", 2), ("crops", 10), ("translate", 6), ("airbench", 6)])
 def test_view_counts_and_shapes(mode, count):
     vs = list(views(_x(), mode))
     assert len(vs) == count and all(v.shape == (5, 2, 8, 8) for v in vs)
@@ -63,6 +63,19 @@ def test_translate_views_are_zero_filled_shifts():
     np.testing.assert_array_equal(vs[2][:, :, :7, :7], x[:, :, 1:, 1:])  # shifted by (-1, -1)
     assert np.all(vs[2][:, :, 7] == 0) and np.all(vs[2][:, :, :, 7] == 0)
     np.testing.assert_array_equal(vs[4][:, :, 1:, 1:], x[:, :, :7, :7])  # shifted by (+1, +1)
+
+
+def test_airbench_views_are_reflect_padded_one_pixel_shifts_weighted():
+    x = _x()
+    vs = list(views(x, "airbench"))
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    for k, e in enumerate([x, padded[:, :, :8, :8], padded[:, :, 2:, 2:]]):
+        np.testing.assert_array_equal(vs[2 * k], e)
+        np.testing.assert_array_equal(vs[2 * k + 1], e[..., ::-1])
+    net = _Linear((2, 8, 8))
+    probs = [_ref_softmax(net(np.ascontiguousarray(v))) for v in vs]
+    ref = 0.25 * (probs[0] + probs[1]) + 0.125 * sum(probs[2:])
+    np.testing.assert_allclose(predict_proba(net, x, "airbench"), ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["none", "flip", "crops", "translate"])
@@ -111,7 +124,7 @@ def test_softmax_is_stable_and_float32():
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match="expected one of none, flip, crops, translate, received tta='flips'"):
+    with pytest.raises(ConfigError, match="expected one of none, flip, crops, translate, airbench, received tta='flips'"):
         predict_proba(lambda b: b, _x(), "flips")
     with pytest.raises(ConfigError, match="smaller than the network input"):
         list(views(_x(), "none", (10, 10)))

@@ -9,7 +9,10 @@ Modes:
   input size; images of the input size are first zero-padded by ``padding`` pixels,
   so the corner views are the image shifted by ``padding`` pixels.
 - ``translate``: the image and its shifts by (-shift, -shift) and (+shift, +shift)
-  with zero fill, each also mirrored (6 views, as in airbench).
+  with zero fill, each also mirrored (6 views, equal weights).
+- ``airbench``: airbench94's level-2 TTA: the image and its mirror (weight 1/2 together),
+  and its 1-pixel shifts up-left and down-right of the reflect-padded image, each with its
+  mirror (1/4 per pair).
 
 Inputs are the normalised float32 batches (N, C, H, W) the network sees (zero fill is
 the mean colour after per-channel normalisation, as in training).
@@ -23,7 +26,7 @@ from .. import validate as v
 from ..errors import ConfigError
 from .augment import center_crop, pad
 
-MODES = ("none", "flip", "crops", "translate")
+MODES = ("none", "flip", "crops", "translate", "airbench")
 
 
 def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -56,11 +59,21 @@ def views(x: np.ndarray, mode: str, input_size=None, *, padding: int = 4, shift:
     if mode == "none":
         yield base
         return
+    if mode == "airbench":
+        padded = pad(base, 1, "reflect")
+        for view in (base, padded[:, :, :ih, :iw], padded[:, :, 2:2 + ih, 2:2 + iw]):
+            yield view
+            yield view[..., ::-1]
+        return
     shifts = [(0, 0)] if mode == "flip" else [(0, 0), (-shift, -shift), (shift, shift)]
     for dy, dx in shifts:
         view = _shift(base, dy, dx)
         yield view
         yield view[..., ::-1]
+
+
+# per-view weights where they are not equal (normalised by their sum)
+_WEIGHTS = {"airbench": (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -86,12 +99,14 @@ def predict_proba(forward, x: np.ndarray, mode: str = "none", *, input_size=None
     out = None
     for lo in range(0, len(x), batch_size):
         chunk = x[lo:lo + batch_size]
-        total, count = None, 0
+        total, count, weights = None, 0, _WEIGHTS.get(mode)
         for view in views(chunk, mode, input_size, padding=padding, shift=shift):
             p = softmax(np.asarray(forward(np.ascontiguousarray(view, dtype=np.float32)), dtype=np.float32))
+            if weights:
+                p *= np.float32(weights[count])
             total = p if total is None else total + p
             count += 1
-        total *= np.float32(1.0 / count)
+        total *= np.float32(1.0 / (sum(weights) if weights else count))
         if out is None:
             out = np.empty((len(x), total.shape[1]), dtype=np.float32)
         out[lo:lo + len(chunk)] = total
