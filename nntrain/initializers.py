@@ -167,10 +167,9 @@ class PCAWhitening(Initializer):
         fan_in, out = int(np.prod(shape[1:])), shape[0]
         if rows.ndim != 2 or rows.shape[1] != fan_in:
             raise ValueError(f"pca_whitening: expected rows of {fan_in} inputs, got {rows.shape}")
-        # float64 on purpose: a one-off d x d eigendecomposition at build time, not a hot path
         second_moment = np.zeros((fan_in, fan_in))
         for lo in range(0, len(rows), 65536):
-            chunk = rows[lo:lo + 65536].astype(np.float64)
+            chunk = rows[lo:lo + 65536].astype(np.float64)  # ok: one d x d eigenproblem at build time
             second_moment += chunk.T @ chunk
         second_moment /= max(len(rows), 1)
         eigenvalues, eigenvectors = np.linalg.eigh(second_moment)  # ascending
