@@ -121,7 +121,7 @@ def evaluate_split(exp: Experiment, split, *, batch_size: int = 500, tta: str = 
         proba = predict(exp, split.x, tta=tta, batch_size=batch_size, padding=padding)
         pred = proba.argmax(axis=1)
         p_true = proba[np.arange(n), split.y]
-        loss_value = float(-np.mean(np.log(np.maximum(p_true, 1e-12), dtype=np.float64)))
+        loss_value = float(-np.mean(np.log(np.maximum(p_true, 1e-12), dtype=np.float64)))  # ok: N scalars, once per evaluation
         return {"loss": loss_value, "error": float(np.mean(pred != split.y)), "predictions": pred, "n": n}
     eval_tf = exp.augment.for_eval()
     preds, total_loss = [], 0.0

@@ -32,7 +32,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, atol: float = 1e-8
     and a relative error would be ~1 although nothing is wrong.
     """
     a = np.asarray(analytic, dtype=np.float64).ravel()  # ok: gradient checks are float64 by design
-    n = np.asarray(numeric, dtype=np.float64).ravel()
+    n = np.asarray(numeric, dtype=np.float64).ravel()  # ok: gradient checking is float64 by design
     if a.size == 0 or np.max(np.abs(a - n)) <= atol:
         return 0.0
     scale = np.linalg.norm(a) + np.linalg.norm(n)

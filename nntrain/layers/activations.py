@@ -113,7 +113,7 @@ def _erf_float64(x):
         s = 1.0 / (a * a)
         # z = a with the low 32 mantissa bits cleared, so z*z is exact and
         # exp(-a*a) = exp(-z*z) * exp((z-a)*(z+a)) loses no precision
-        z = (a.view(np.uint64) & np.uint64(0xFFFFFFFF00000000)).view(np.float64)
+        z = (a.view(np.uint64) & np.uint64(0xFFFFFFFF00000000)).view(np.float64)  # ok: float64 inputs only
         r = np.exp(-z * z - 0.5625) * np.exp((z - a) * (z + a) + _poly(r_coefs, s) / _poly(s_coefs, s))
         out[tail] = np.copysign(1.0 - r / a, x[tail])
     return out
