@@ -69,6 +69,36 @@ def test_hflip():
     assert np.all(flipped | kept) and 0.45 < flipped.mean() < 0.55
 
 
+def test_hflip_alternate_mirrors_each_image_in_every_other_epoch():
+    from nntrain.data.augment import SampleIds
+    aug = _one({"type": "hflip", "alternate": True})
+    assert aug.uses_samples and make_augmentation([{"type": "hflip", "alternate": True}]).uses_samples
+    n = 400
+    x = _batch(n=n, c=1, h=2, w=3)
+    idx = np.random.default_rng(1).permutation(n)  # the batch holds samples in shuffled order
+
+    def mirrored(epoch, seed=7, rng_seed=0):
+        out = aug(x[idx], np.random.default_rng(rng_seed), samples=SampleIds(idx, epoch, seed, n))
+        flipped = np.all(out == x[idx][..., ::-1], axis=(1, 2, 3))
+        assert np.all(flipped | np.all(out == x[idx], axis=(1, 2, 3)))
+        return flipped
+
+    e0, e1, e2 = mirrored(0), mirrored(1), mirrored(2)
+    assert np.all(e0 != e1) and np.all(e0 == e2)  # every image both ways in any two consecutive epochs
+    assert 0.4 < e0.mean() < 0.6
+    np.testing.assert_array_equal(e0, mirrored(0, rng_seed=99))  # the coins come from seed and index only
+    assert not np.array_equal(e0, mirrored(0, seed=8))
+    np.testing.assert_array_equal(e0, aug.coins(7, n)[idx])
+    with pytest.raises(ValueError, match="needs the sample indices"):
+        aug(x, np.random.default_rng(0))
+
+
+def test_added_options_stay_out_of_the_config_at_their_default():
+    # results recorded before an option existed keep their config hash
+    assert _one({"type": "hflip"}).get_config() == {"type": "hflip", "p": 0.5}
+    assert _one({"type": "hflip", "alternate": True}).get_config() == {"type": "hflip", "p": 0.5, "alternate": True}
+
+
 # ----- crops and shifts ------------------------------------------------------------------
 
 def _reference_crop(x, top, left, h, w):
@@ -248,7 +278,7 @@ def test_pipeline_chains_shapes_and_eval():
 
 
 @pytest.mark.parametrize("specs,message", [
-    ([{"type": "hflip", "prob": 0.5}], r"augment\[0\] \(hflip\): unknown option 'prob' \(options: p\)"),
+    ([{"type": "hflip", "prob": 0.5}], r"augment\[0\] \(hflip\): unknown option 'prob' \(options: p, alternate\)"),
     ([{"type": "hflip"}, {"type": "cutuot"}],
      r"augment\[1\] \(cutuot\): unknown augmentation type 'cutuot'; did you mean 'cutout'"),
     ([{"type": "random_crop"}], r"augment\[0\] \(random_crop\): missing a required argument: 'size'"),
@@ -256,6 +286,7 @@ def test_pipeline_chains_shapes_and_eval():
     ([{"type": "random_crop", "size": 8, "pad_mode": "wrap"}],
      r"expected one of zeros, reflect, received pad_mode='wrap'"),
     ([{"type": "hflip", "p": 1.5}], r"expected a number <= 1.0, received p=1.5"),
+    ([{"type": "hflip", "p": 0.3, "alternate": True}], r"so p must be 0.5, received p=0.3"),
     ([{"type": "elastic", "sigma": 0}], r"expected a number > 0.0, received sigma=0"),
     ([{"type": "affine", "scale": 1.1}], r"expected a list of two numbers \[low, high\], received scale=1.1"),
     ([{"type": "affine", "scale": [1.2, 0.9]}], r"expected 0 < low <= high"),

@@ -88,6 +88,21 @@ def test_resume_mid_epoch_gives_the_same_batches_with_augmentation():
     np.testing.assert_array_equal(full[3][0], expected)
 
 
+def test_alternating_flip_gets_the_sample_indices_and_epoch():
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (50, 1, 2, 3), dtype=np.uint8), np.zeros(50, np.int64))
+    aug = make_augmentation([{"type": "hflip", "alternate": True}])
+    loader = BatchLoader(split, 16, normalizer=Normalizer("none", (1, 2, 3)), augment=aug, seed=5)
+    coins = aug.augmentations[0].coins(5, 50)
+    for epoch in range(3):
+        order = loader.order(epoch)
+        x = np.concatenate([xb for xb, _ in loader.epoch(epoch)])
+        raw = split.x[order].astype(np.float32)
+        expected = coins[order] ^ bool(epoch % 2)
+        np.testing.assert_array_equal(x[expected], raw[expected][..., ::-1])
+        np.testing.assert_array_equal(x[~expected], raw[~expected])
+
+
 def test_no_shuffle_keeps_file_order_and_applies_eval_transform():
     split = _split(20)
     loader = BatchLoader(split, 8, normalizer=NONE, shuffle=False)

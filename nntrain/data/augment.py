@@ -7,7 +7,9 @@
 
 Every augmentation is a callable ``aug(x, rng) -> new array`` that draws all its
 randomness from the numpy Generator ``rng`` (the loader seeds one per batch, so a
-batch is reproducible) and never writes into ``x``. Per-sample choices (flip or not,
+batch is reproducible) and never writes into ``x``. One whose choice depends on which
+sample it sees and when (``hflip`` with ``alternate``) sets ``uses_samples`` and is
+called ``aug(x, rng, samples=SampleIds(...))`` by the loader. Per-sample choices (flip or not,
 crop offsets, displacement fields) are arrays; no Python loop runs over samples or
 pixels.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -32,10 +35,25 @@ from ..errors import ConfigError
 from ..registry import AUGMENTATIONS, did_you_mean
 
 
+@dataclass(frozen=True)
+class SampleIds:
+    """Which samples a training batch holds: their indices in the split (of ``num_samples``),
+    the epoch, and the run's data seed."""
+
+    indices: np.ndarray
+    epoch: int
+    seed: int
+    num_samples: int
+
+
 class Augmentation:
     """Base class: validate options in ``__init__``; implement ``__call__``."""
 
     type_name = "?"
+    uses_samples = False  # True: __call__ takes samples=SampleIds (see the module docstring)
+    # options added after results were recorded: left out of the resolved config while at
+    # their default, so the config hashes of those results stay valid
+    added_options: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, options: dict) -> "Augmentation":
@@ -55,7 +73,8 @@ class Augmentation:
         # lists, not tuples: the config is written back to YAML / JSON
         aug._config = {"type": cls.type_name,
                        **{k: list(val) if isinstance(val, tuple) else val
-                          for k, val in list(bound.arguments.items())[1:]}}
+                          for k, val in list(bound.arguments.items())[1:]
+                          if not (k in cls.added_options and val == sig.parameters[k].default)}}
         return aug
 
     def get_config(self) -> dict:
@@ -171,14 +190,43 @@ def gaussian_blur_matrix(size: int, sigma: float, dtype=np.float32) -> np.ndarra
 
 @AUGMENTATIONS.register("hflip")
 class HFlip(Augmentation):
-    """Mirror each image left-right with probability p."""
+    """Mirror each image left-right with probability p.
 
-    def __init__(self, p: float = 0.5):
+    ``alternate: true`` is airbench's alternating flip (Jordan 2024): each training image
+    gets one coin for the whole run, from the data seed and its index, and is mirrored in
+    epoch e when ``coin XOR (e odd)``, so every two consecutive epochs show it once
+    mirrored and once not (rather than both ways only half the time with fresh coins).
+    It needs the loader's sample indices, and ``p`` 0.5.
+    """
+
+    added_options = ("alternate",)
+
+    def __init__(self, p: float = 0.5, alternate: bool = False):
         self.p = v.probability(p, "p", allow_one=True)
+        self.alternate = v.boolean(alternate, "alternate")
+        if self.alternate and self.p != 0.5:
+            raise ConfigError(f"alternate: true mirrors every image in every other epoch, so p must be 0.5, "
+                              f"received p={p!r}")
+        self.uses_samples = self.alternate
+        self._coins = {}  # (seed, num_samples) -> the per-sample coins of alternate
 
-    def __call__(self, x, rng):
-        flip = rng.random(len(x)) < self.p
+    def __call__(self, x, rng, samples: SampleIds | None = None):
+        if self.alternate:
+            if samples is None:
+                raise ValueError("hflip with alternate: true needs the sample indices (samples=SampleIds(...)), "
+                                 "as the training loader gives them")
+            flip = self.coins(samples.seed, samples.num_samples)[samples.indices] ^ bool(samples.epoch % 2)
+        else:
+            flip = rng.random(len(x)) < self.p
         return np.where(flip[:, None, None, None], x[..., ::-1], x)
+
+    def coins(self, seed: int, num_samples: int) -> np.ndarray:
+        """Each sample's fixed coin (True: mirrored in even epochs), reproducible from the seed."""
+        key = (seed, num_samples)
+        if key not in self._coins:
+            # the extra word keeps these coins independent of the loader's own streams
+            self._coins = {key: np.random.default_rng([seed, 0x666C6970]).random(num_samples) < 0.5}
+        return self._coins[key]
 
 
 @AUGMENTATIONS.register("random_crop")
@@ -324,10 +372,11 @@ class Pipeline:
 
     def __init__(self, augmentations=()):
         self.augmentations = list(augmentations)
+        self.uses_samples = any(aug.uses_samples for aug in self.augmentations)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rng: np.random.Generator, samples: SampleIds | None = None) -> np.ndarray:
         for aug in self.augmentations:
-            x = aug(x, rng)
+            x = aug(x, rng, samples=samples) if aug.uses_samples else aug(x, rng)
         return x
 
     def output_shape(self, shape) -> tuple:

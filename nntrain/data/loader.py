@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import validate as v
 from ..errors import ConfigError
+from .augment import SampleIds
 from .splits import Split
 
 _DONE = object()
@@ -73,7 +74,12 @@ class BatchLoader:
             xb, yb = self.split.x[lo:hi], self.split.y[lo:hi].copy()
         x = self.normalizer.apply(xb)
         if self.augment is not None:
-            x = self.augment(x, np.random.default_rng([self.seed, epoch, index]))
+            rng = np.random.default_rng([self.seed, epoch, index])
+            if getattr(self.augment, "uses_samples", False):
+                ids = SampleIds(idx if self.shuffle else np.arange(lo, hi), epoch, self.seed, len(self.split))
+                x = self.augment(x, rng, samples=ids)
+            else:
+                x = self.augment(x, rng)
         return np.ascontiguousarray(x, dtype=np.float32), yb
 
     def epoch(self, epoch: int, start_batch: int = 0):
