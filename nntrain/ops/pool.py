@@ -75,28 +75,37 @@ def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple
 
 def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple,
                       padding: tuple) -> np.ndarray:
-    """dx: each dy entry added to the input position of its window's argmax (new array)."""
+    """dx: each dy entry added to the input position of its window's argmax (new array).
+
+    One scatter-add per block of channels: the flat position in the padded block of each
+    window's winner (window origin + winning offset) and ``np.bincount(position, weights=dy)``,
+    whose interior is dx. Overlapping windows (stride < kernel) can send several dy to one
+    position, which bincount adds up in one pass (``np.add.at`` is many times slower, and
+    routing dy offset by offset costs Kh*Kw passes over the whole gradient).
+    """
     c, n, h, w = x_shape
-    out_hw = dy.shape[2:]
-    top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
-    dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
-    kh, kw = kernel
+    ho, wo = dy.shape[2:]
+    top, bottom, left, right = pool_pads((h, w), kernel, stride, padding, (ho, wo))
+    hp, wp = h + top + bottom, w + left + right
+    plane = n * hp * wp  # one channel of the padded input
+    (kh, kw), (sh, sw) = kernel, stride
+    k = np.arange(kh * kw)
+    offsets = (k // kw) * wp + k % kw  # offset i*Kw + j -> flat step from the window origin
+    origins = (np.arange(n)[:, None, None] * (hp * wp) + np.arange(ho)[:, None] * (sh * wp)
+               + np.arange(wo) * sw)  # (N, Ho, Wo): flat window origins in one channel
+    dx = np.empty(x_shape, dy.dtype)
 
     def block(lo, hi):
-        part, dyb, ab = dxp[:, lo:hi], dy[:, lo:hi], arg[:, lo:hi]
-        part.fill(0)
-        hit = np.empty(dyb.shape, bool)
-        routed = np.empty(dyb.shape, dy.dtype)
-        for k in range(kh * kw):
-            # dy * (arg == k) rather than a masked add (np.add(..., where=)), which is 3x slower;
-            # the price: a non-finite dy spreads NaN over its whole window, not just the argmax.
-            np.equal(ab, k, out=hit)
-            np.multiply(dyb, hit.view(np.uint8), out=routed)
-            target = window(part, k // kw, k % kw, out_hw, stride)
-            target += routed
+        pos = offsets.take(arg[lo:hi])
+        pos += origins
+        pos += (np.arange(hi - lo) * plane)[:, None, None, None]
+        # bincount sums in float64 whatever the weights; dx gets dy's dtype back in the copy below
+        sums = np.bincount(pos.reshape(-1), weights=dy[lo:hi].reshape(-1), minlength=(hi - lo) * plane)
+        np.copyto(dx[lo:hi], sums.reshape(hi - lo, n, hp, wp)[:, :, top:top + h, left:left + w],
+                  casting="same_kind")
 
-    parallel_for(n, block, dxp.size)
-    return unpad(dxp, pads, (h, w))
+    parallel_for(c, block, c * plane)
+    return dx
 
 
 def avg_pool_inverse_counts(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
