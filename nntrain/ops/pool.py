@@ -11,9 +11,10 @@ enough extra rows/columns at the bottom/right for every window to fit:
 - average pooling pads with 0 and multiplies the window sum by a precomputed inverse
   count (``avg_pool_inverse_counts``).
 
-Each kernel is a loop over the Kh*Kw offsets of one strided numpy operation over all
-channels and output pixels of a block of samples (``np.maximum`` over strided slices is
-much faster than ``.max`` over a window view); the blocks run on all cores
+Each forward kernel is a loop over the Kh*Kw offsets of one strided numpy operation
+over all channels and output pixels of a block of samples (``np.maximum`` over strided
+slices is much faster than ``.max`` over a window view); the max-pool backward is one
+``np.bincount`` scatter-add per block of channels. The blocks run on all cores
 (``parallel_for``).
 """
 
