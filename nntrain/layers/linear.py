@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import validate as v
 from ..initializers import make_initializer
+from ..ops.parallel import matmul
 from .base import Layer, Parameter, expect_rank
 from ..registry import LAYERS
 
@@ -51,14 +52,14 @@ class Linear(Layer):
 
     def forward(self, x, training):
         self._cache_x = x
-        y = x @ self.weight.value.T
+        y = matmul(x, self.weight.value.T)
         if self.use_bias:
             y += self.bias.value
         return y
 
     def backward(self, dy):
         x = self._cache_x
-        np.matmul(dy.T, x, out=self.weight.grad)
+        matmul(dy.T, x, out=self.weight.grad)
         if self.use_bias:
             dy.sum(axis=0, out=self.bias.grad)
-        return dy @ self.weight.value if self.needs_input_grad else None
+        return matmul(dy, self.weight.value) if self.needs_input_grad else None

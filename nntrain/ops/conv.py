@@ -16,7 +16,8 @@ As matrices, with cols = im2col(x) (Cin*Kh*Kw, M), M = N*Ho*Wo, and per group g
 
 (dW is computed transposed: OpenBLAS runs the tall-skinny product cols @ dy^T 1.2-2x
 faster than dy @ cols^T for these shapes.) All groups go through one stacked
-``np.matmul`` (G, ., .) @ (G, ., .), so there is no Python loop over groups either.
+product (G, ., .) @ (G, ., .), so there is no Python loop over groups either; products
+run on all cores through ``nntrain.ops.parallel.matmul``.
 
 Stride 1 with 0 <= P <= D(K-1) ("same" padding and the like) takes a faster route to
 dx: the input gradient of a stride-1 convolution is itself a stride-1 convolution,
@@ -34,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .im2col import col2im, conv_output_size, im2col, pad, scratch
+from .parallel import matmul
 
 
 def _is_pointwise(kernel, stride, padding) -> bool:
@@ -64,8 +66,8 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
         cols = work["cols"] = im2col(xp, kernel, (ho, wo), stride, dilation, out=work.get("cols"))
     m = n * ho * wo
     y = np.empty((cout, n, ho, wo), x.dtype)
-    np.matmul(weight.reshape(groups, cout // groups, -1), cols.reshape(groups, -1, m),
-              out=y.reshape(groups, cout // groups, m))
+    matmul(weight.reshape(groups, cout // groups, -1), cols.reshape(groups, -1, m),
+           out=y.reshape(groups, cout // groups, m))
     if bias is not None:
         y2 = y.reshape(cout, m)
         y2 += bias[:, None]
@@ -89,7 +91,7 @@ def conv2d_backward(dy: np.ndarray, cols: np.ndarray, weight: np.ndarray, x_shap
     dy3 = dy.reshape(groups, cout // groups, m)
     cols3 = cols.reshape(groups, -1, m)
     dwt = work["dwt"] = scratch(work.get("dwt"), (groups, cols3.shape[1], cout // groups), dy.dtype)
-    np.matmul(cols3, dy3.transpose(0, 2, 1), out=dwt)
+    matmul(cols3, dy3.transpose(0, 2, 1), out=dwt)
     np.copyto(dweight.reshape(groups, cout // groups, -1), dwt.transpose(0, 2, 1))
     if dbias is not None:
         np.sum(dy.reshape(cout, m), axis=1, out=dbias)
@@ -97,10 +99,10 @@ def conv2d_backward(dy: np.ndarray, cols: np.ndarray, weight: np.ndarray, x_shap
         return None
     w3t = weight.reshape(groups, cout // groups, -1).transpose(0, 2, 1)
     if _is_pointwise(kernel, stride, padding):
-        return np.matmul(w3t, dy3).reshape(x_shape)  # cols is x here: never overwrite it
+        return matmul(w3t, dy3).reshape(x_shape)  # cols is x here: never overwrite it
     if _dx_as_convolution(kernel, stride, padding, dilation):
         return _dx_by_flipped_convolution(dy, cols, weight, x_shape, padding, dilation, groups, work)
-    np.matmul(w3t, dy3, out=cols3)
+    matmul(w3t, dy3, out=cols3)
     ho, wo = dy.shape[2:]
     return col2im(cols, x_shape, kernel, (ho, wo), stride, padding, dilation)
 
@@ -130,5 +132,5 @@ def _dx_by_flipped_convolution(dy, cols, weight, x_shape, padding, dilation, gro
     wt = weight.reshape(groups, cout // groups, cin_g, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     wt = wt.reshape(groups, cin_g, -1)
     dx = np.empty((cin, n, h, w), dy.dtype)
-    np.matmul(wt, dcols.reshape(groups, -1, n * h * w), out=dx.reshape(groups, cin_g, n * h * w))
+    matmul(wt, dcols.reshape(groups, -1, n * h * w), out=dx.reshape(groups, cin_g, n * h * w))
     return dx

@@ -11,9 +11,15 @@ number of threads.
 Threads: ``NNTRAIN_THREADS`` if set (1 turns this off, e.g. one process per core in a
 sweep), else the cores this process may run on (at most 8).
 
-``batched_matmul`` does the same for a stack of small matrix products (the Fourier
-convolution's per-frequency products): each thread takes a block of the stack, with
-OpenBLAS held at one thread meanwhile. Left to OpenBLAS, each of the hundreds of small
+``matmul`` does the same for the matrix products themselves: the product is cut into
+one block of rows or columns (or of a stack) per thread, each an independent BLAS call
+with OpenBLAS held at one thread meanwhile. So a training step uses one pool of threads
+for everything, instead of two (OpenBLAS's for the products, this module's for the rest)
+taking turns on the same cores: OpenBLAS's idle workers spin for a while after each
+product, on the very cores the next pooling or im2col wants.
+
+``batched_matmul`` is that for a stack of small matrix products (the Fourier
+convolution's per-frequency products): each thread takes a block of the stack. Left to OpenBLAS, each of the hundreds of small
 products would be split over its own threads, a hand-off per product that costs more
 than the product itself -- and on a machine shared with other processes, where a
 hand-off waits for a time slice, made a training step 3-10x slower.
@@ -89,6 +95,36 @@ def parallel_for(n: int, fn, work: int) -> None:
         wait(futures)  # never leave a block running on arrays the caller may free
     for f in futures:
         f.result()  # re-raise a block's exception
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` for 2-D operands or stacks (G, m, k) @ (G, k, n), on all cores.
+
+    The result is cut along its largest extent (G, m or n) into one block per thread;
+    every entry is the same single-threaded BLAS sum over k as in one call, so the
+    result does not depend on the number of threads. ``out`` may be any view of the
+    right shape (e.g. a transposed one).
+    """
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if out is None:
+        out = np.empty((*stack, m, n), np.result_type(a, b))
+    g = stack[0] if stack else 1
+    if num_threads() == 1 or g * m * k * n < 64 * MIN_ELEMENTS or getattr(_local, "worker", False):
+        return np.matmul(a, b, out=out)
+    axis = max((g, 0), (m, 1), (n, 2))[1] if stack else max((m, 1), (n, 2))[1]
+
+    def block(lo, hi):
+        if axis == 0:
+            np.matmul(a[lo:hi] if a.ndim == 3 else a, b[lo:hi] if b.ndim == 3 else b, out=out[lo:hi])
+        elif axis == 1:
+            np.matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :])
+        else:
+            np.matmul(a, b[..., lo:hi], out=out[..., lo:hi])
+
+    with _one_blas_thread():
+        parallel_for((g, m, n)[axis], block, MIN_ELEMENTS)
+    return out
 
 
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
