@@ -519,3 +519,27 @@ def test_pooling_threaded_path_matches_reference(h, w, options, monkeypatch):
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     test_maxpool_matches_reference(h, w, options, True)
     test_avgpool_matches_reference(h, w, options)
+
+
+@pytest.mark.parametrize("a_shape,b_shape,transposed_out", [
+    ((40, 7), (7, 9), False),        # rows split
+    ((6, 7), (7, 50), False),        # columns split
+    ((6, 7), (7, 50), True),         # into a transposed view
+    ((12, 5, 4), (12, 4, 6), False),  # a stack: split over the stack
+    ((5, 4), (3, 4, 30), False),     # one matrix times a stack
+])
+def test_matmul_split_over_threads_matches_numpy(a_shape, b_shape, transposed_out, monkeypatch):
+    from nntrain.ops import parallel
+
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(parallel._state, "threads", 3)
+    monkeypatch.setitem(parallel._state, "pool", None)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    expected = np.matmul(a, b)
+    if transposed_out:
+        out = np.empty(expected.shape[::-1]).T
+        assert parallel.matmul(a, b, out=out) is out
+    else:
+        out = parallel.matmul(a, b)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)

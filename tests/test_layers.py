@@ -100,7 +100,8 @@ def _run_layer(name, options, input_shapes, training):
 @pytest.mark.parametrize("name,options,input_shapes", CASES)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_threaded_kernels_give_the_serial_result(name, options, input_shapes, training, monkeypatch):
-    """Kernels split over cores (nntrain.ops.parallel) compute bit for bit what one call would."""
+    """Kernels split over cores (nntrain.ops.parallel) compute bit for bit what one call would;
+    with the matrix products split too, the same to float rounding."""
     from nntrain.ops import parallel
 
     monkeypatch.setitem(parallel._state, "threads", 1)
@@ -108,9 +109,14 @@ def test_threaded_kernels_give_the_serial_result(name, options, input_shapes, tr
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     monkeypatch.setitem(parallel._state, "threads", 3)
     monkeypatch.setitem(parallel._state, "pool", None)
+    monkeypatch.setattr(parallel, "SPLIT_MATMUL", False)
     threaded = _run_layer(name, options, input_shapes, training)
     for a, b in zip(serial, threaded):
         np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(parallel, "SPLIT_MATMUL", True)
+    split = _run_layer(name, options, input_shapes, training)
+    for a, b in zip(serial, split):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max(initial=0))))
 
 
 def test_unknown_layer_type_suggests_closest():

@@ -6,7 +6,7 @@ channel) reads and writes its own part of the arrays only, so these memory-bound
 kernels split into ``threads`` independent calls ``fn(lo, hi)`` over items [lo, hi),
 run on a small thread pool (numpy releases the GIL inside each call). Every block
 computes exactly what one call over all items would, so results do not depend on the
-number of threads.
+number of threads (except for ``matmul``, see there).
 
 Threads: ``NNTRAIN_THREADS`` if set (1 turns this off, e.g. one process per core in a
 sweep), else the cores this process may run on (at most 8).
@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 MIN_ELEMENTS = 1 << 16  # below this, thread hand-off (~20 us) costs more than it saves
+SPLIT_MATMUL = True  # ``matmul`` splits large products over the threads (tests turn it off)
 
 _state = {"pool": None, "pid": None, "threads": None}
 _local = threading.local()
@@ -100,17 +101,20 @@ def parallel_for(n: int, fn, work: int) -> None:
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b, out=out)`` for 2-D operands or stacks (G, m, k) @ (G, k, n), on all cores.
 
-    The result is cut along its largest extent (G, m or n) into one block per thread;
-    every entry is the same single-threaded BLAS sum over k as in one call, so the
-    result does not depend on the number of threads. ``out`` may be any view of the
-    right shape (e.g. a transposed one).
+    The result is cut along its largest extent (G, m or n) into one block per thread,
+    each a single-threaded BLAS call. Every entry is still one sum over k, but OpenBLAS
+    picks its kernel by matrix size, so a block may round differently from one call over
+    the whole product: unlike the other kernels here, products depend on the number of
+    threads at the level of float rounding (a run is reproducible for a given
+    ``NNTRAIN_THREADS``). ``out`` may be any view of the right shape (e.g. a transposed one).
     """
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if out is None:
         out = np.empty((*stack, m, n), np.result_type(a, b))
     g = stack[0] if stack else 1
-    if num_threads() == 1 or g * m * k * n < 64 * MIN_ELEMENTS or getattr(_local, "worker", False):
+    if (num_threads() == 1 or not SPLIT_MATMUL or g * m * k * n < 64 * MIN_ELEMENTS
+            or getattr(_local, "worker", False)):
         return np.matmul(a, b, out=out)
     axis = max((g, 0), (m, 1), (n, 2))[1] if stack else max((m, 1), (n, 2))[1]
 
