@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 from nntrain.graph import Network  # noqa: E402
 from nntrain.losses import make_loss  # noqa: E402
 from nntrain.optim import make_optimizer  # noqa: E402
+from nntrain.ops.memory import keep_freed_memory  # noqa: E402
 from nntrain.train import machine_info  # noqa: E402
 
 try:
@@ -164,6 +165,7 @@ SGD = {"type": "sgd", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.004}
 # ----- steps ----------------------------------------------------------------------------------
 class NntrainNet:
     def __init__(self, spec, batch, seed=0):
+        keep_freed_memory()  # as `nntrain fit` does (it affects PyTorch's allocations too: same malloc)
         self.net = Network(spec, (3, 32, 32), seed=seed)
         self.loss = make_loss({"type": "softmax_cross_entropy"})
         self.opt = make_optimizer(SGD, self.net.named_parameters())

@@ -31,9 +31,11 @@ def _handle_errors(fn):
         from .errors import NNTrainError
 
         try:
+            from .ops.memory import keep_freed_memory
             from .ops.parallel import num_threads
 
             num_threads()  # a bad NNTRAIN_THREADS is reported now, not at the first kernel
+            keep_freed_memory()
             return fn(*args, **kwargs)
         except NNTrainError as exc:
             if debug:

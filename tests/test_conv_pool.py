@@ -543,3 +543,13 @@ def test_matmul_split_over_threads_matches_numpy(a_shape, b_shape, transposed_ou
     else:
         out = parallel.matmul(a, b)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_keep_freed_memory_is_set_once_and_reports_it():
+    import sys
+
+    from nntrain.ops.memory import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert first is keep_freed_memory()  # once per process, the same answer
+    assert first == sys.platform.startswith("linux") or not first
