@@ -553,3 +553,37 @@ def test_keep_freed_memory_is_set_once_and_reports_it():
     first = keep_freed_memory()
     assert first is keep_freed_memory()  # once per process, the same answer
     assert first == sys.platform.startswith("linux") or not first
+
+
+def test_auto_algorithm_is_chosen_per_pass_and_backward_follows_its_forward():
+    rng = np.random.default_rng(0)
+
+    def conv(cin, hw, cout, k, p):
+        layer = LAYERS.get("conv2d").from_config({"out_channels": cout, "kernel": k, "padding": p})
+        layer.build([(cin, hw, hw)], rng, np.float64)
+        return layer
+
+    mid = conv(32, 15, 128, 3, 1)  # fourier / direct multiply-adds 0.56
+    assert 0.5 < mid._fourier_ratio <= 0.75
+    mid.needs_input_grad = True
+    assert mid.uses_fourier(training=True) and not mid.uses_fourier(training=False)
+    mid.needs_input_grad = False
+    assert not mid.uses_fourier(training=True)
+    deep = conv(128, 7, 128, 3, 1)  # 0.47: fourier in every pass
+    assert all(deep.uses_fourier(t) for t in (True, False))
+    first = conv(3, 32, 32, 5, 2)  # 1.91: never
+    assert not any(first.uses_fourier(t) for t in (True, False))
+
+    # an evaluation-mode forward (im2col here) then a backward with the input gradient:
+    # the backward uses the forward's algorithm and caches
+    layer = conv(32, 6, 64, 3, 1)
+    assert layer.uses_fourier(True) != layer.uses_fourier(False)
+    x = rng.standard_normal((2, 32, 6, 6))
+    layer.needs_input_grad = True
+    for training in (False, True):
+        y = to_public(layer.forward(to_internal(x), training))
+        dy = rng.standard_normal(y.shape)
+        dx = to_public(layer.backward(to_internal(dy)))
+        ref_dx, ref_dw, _ = ref_conv_backward(x, layer.weight.value, dy, padding=1)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)

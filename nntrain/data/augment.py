@@ -9,9 +9,9 @@ Every augmentation is a callable ``aug(x, rng) -> new array`` that draws all its
 randomness from the numpy Generator ``rng`` (the loader seeds one per batch, so a
 batch is reproducible) and never writes into ``x``. One whose choice depends on which
 sample it sees and when (``hflip`` with ``alternate``) sets ``uses_samples`` and is
-called ``aug(x, rng, samples=SampleIds(...))`` by the loader. Per-sample choices (flip or not,
-crop offsets, displacement fields) are arrays; no Python loop runs over samples or
-pixels.
+called ``aug(x, rng, samples=SampleIds(...))`` by the loader. Per-sample choices (flip
+or not, crop offsets, displacement fields) are arrays; no Python loop runs over samples
+or pixels.
 
 Padding and fill values are 0 *in normalised units*: the mean colour after
 ``per_channel``/``per_pixel_mean``, black after ``scale``/``none``.

@@ -30,11 +30,16 @@ class Conv2d(Layer):
 
     ``algorithm``: ``im2col`` (one matrix product over the unfolded windows, any options),
     ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
-    dilation 1, one group), or ``auto`` (default): fourier where it applies and needs at
-    most 3/4 of the direct multiply-adds (``FOURIER_SHARE``) -- e.g. 5x5 "same"
-    convolutions with 32+ input channels, 3-4x faster there; im2col otherwise, notably
-    for a first layer with 1-3 input channels. Both compute the same function (to
-    float rounding); ``macs`` always counts the direct multiply-adds.
+    dilation 1, one group), or ``auto`` (default): fourier where it applies and its
+    multiply-adds are at most a share of the direct ones -- 3/4 for a training step that
+    also needs the input gradient (``FOURIER_SHARE``), 1/2 for a forward pass alone or
+    with the weight gradient only (``FOURIER_SHARE_NO_DX``: there the transforms weigh
+    more, e.g. 32->128 channels at 15x15, ratio 0.56, infers in 32 ms by im2col and 51 ms
+    by fourier at batch 256). So 5x5 "same" convolutions with 32+ input channels run
+    3-4x faster by fourier, and a first layer with 1-3 input channels by im2col. The
+    choice is made per pass from the mode and ``needs_input_grad``, never from timings,
+    so a run stays reproducible. Both compute the same function (to float rounding);
+    ``macs`` always counts the direct multiply-adds.
     """
 
     examples = [
@@ -49,6 +54,7 @@ class Conv2d(Layer):
          [(3, 4, 5)]),
     ]
     FOURIER_SHARE = 0.75
+    FOURIER_SHARE_NO_DX = 0.5
 
     def __init__(self, out_channels: int, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
                  bias: bool = True, init="he", bias_init="constant", algorithm: str = "auto"):
@@ -69,7 +75,8 @@ class Conv2d(Layer):
             raise ConfigError(f"algorithm 'fourier' needs stride 1, dilation 1 and groups 1, received "
                               f"stride={stride!r}, dilation={dilation!r}, groups={groups!r} (use im2col or auto)")
         self.weight = self.bias = None
-        self.use_fourier = False  # decided in build
+        self._fourier_ratio = None  # fourier / direct multiply-adds, set in build (None: fourier does not apply)
+        self._fourier_used = False  # the algorithm of the last forward, which its backward follows
         self._work = {}  # reused scratch arrays, see conv2d_forward
         self._cache_cols = self._cache_fourier = self._cache_shape = None
 
@@ -96,11 +103,17 @@ class Conv2d(Layer):
         self.weight = Parameter(self.init(wshape, fan_in, fan_out, rng, dtype))
         if self.use_bias:
             self.bias = Parameter(self.bias_init((self.out_channels,), fan_in, fan_out, rng, dtype), decay=False)
-        self.use_fourier = self.algorithm == "fourier" or (
-            self.algorithm == "auto" and self._fourier_applies()
-            and fourier_macs(cin, self.out_channels, (h, w), self.kernel, self.padding)
-            <= self.FOURIER_SHARE * self.out_channels * ho * wo * cin * kh * kw)
+        if self._fourier_applies():
+            direct = self.out_channels * ho * wo * cin * kh * kw
+            self._fourier_ratio = fourier_macs(cin, self.out_channels, (h, w), self.kernel, self.padding) / direct
         return (self.out_channels, ho, wo)
+
+    def uses_fourier(self, training: bool) -> bool:
+        """Whether a forward pass in this mode runs in the Fourier domain (see the class docstring)."""
+        if self.algorithm != "auto" or self._fourier_ratio is None:
+            return self.algorithm == "fourier"
+        with_dx = training and self.needs_input_grad
+        return self._fourier_ratio <= (self.FOURIER_SHARE if with_dx else self.FOURIER_SHARE_NO_DX)
 
     def params(self):
         return {"weight": self.weight, "bias": self.bias} if self.use_bias else {"weight": self.weight}
@@ -122,7 +135,8 @@ class Conv2d(Layer):
     def forward(self, x, training):
         bias = self.bias.value if self.use_bias else None
         self._cache_shape = x.shape
-        if self.use_fourier:
+        self._fourier_used = self.uses_fourier(training)
+        if self._fourier_used:
             y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding)
             return y
         y, cols = conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation,
@@ -132,7 +146,7 @@ class Conv2d(Layer):
 
     def backward(self, dy):
         dbias = self.bias.grad if self.use_bias else None
-        if self.use_fourier:
+        if self._fourier_used:
             return fourier_conv_backward(dy, self._cache_fourier, self.weight.shape, self.padding, self.weight.grad,
                                          dbias, need_dx=self.needs_input_grad)
         return conv2d_backward(dy, self._cache_cols, self.weight.value, self._cache_shape, self.stride,

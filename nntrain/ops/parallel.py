@@ -13,16 +13,18 @@ sweep), else the cores this process may run on (at most 8).
 
 ``matmul`` does the same for the matrix products themselves: the product is cut into
 one block of rows or columns (or of a stack) per thread, each an independent BLAS call
-with OpenBLAS held at one thread meanwhile. So a training step uses one pool of threads
-for everything, instead of two (OpenBLAS's for the products, this module's for the rest)
-taking turns on the same cores: OpenBLAS's idle workers spin for a while after each
-product, on the very cores the next pooling or im2col wants.
+with OpenBLAS held at one thread meanwhile. A training step then uses one pool of
+threads for everything instead of two (OpenBLAS's for the products, this module's for
+the rest) taking turns on the same cores, where OpenBLAS's idle workers keep spinning
+for a while after each product. Measured at 2 threads against products left to
+OpenBLAS: the airbench net (half width, batch 256) trains 1.2x and infers 1.5x faster.
 
 ``batched_matmul`` is that for a stack of small matrix products (the Fourier
-convolution's per-frequency products): each thread takes a block of the stack. Left to OpenBLAS, each of the hundreds of small
-products would be split over its own threads, a hand-off per product that costs more
-than the product itself -- and on a machine shared with other processes, where a
-hand-off waits for a time slice, made a training step 3-10x slower.
+convolution's per-frequency products): each thread takes a block of the stack. Left to
+OpenBLAS, each of the hundreds of small products would be split over its own threads,
+a hand-off per product that costs more than the product itself -- and on a machine
+shared with other processes, where a hand-off waits for a time slice, made a training
+step 3-10x slower.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
     whose interior is dx. Overlapping windows (stride < kernel) can send several dy to one
     position, which bincount adds up in one pass (``np.add.at`` is many times slower, and
     routing dy offset by offset costs Kh*Kw passes over the whole gradient).
+    Windows that do not overlap (stride >= kernel, e.g. 2x2/2) take ``_disjoint_windows_backward``.
     """
     c, n, h, w = x_shape
     ho, wo = dy.shape[2:]
@@ -90,6 +91,8 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
     hp, wp = h + top + bottom, w + left + right
     plane = n * hp * wp  # one channel of the padded input
     (kh, kw), (sh, sw) = kernel, stride
+    if sh >= kh and sw >= kw:
+        return _disjoint_windows_backward(dy, arg, x_shape, kernel, stride, (top, bottom, left, right))
     k = np.arange(kh * kw)
     offsets = (k // kw) * wp + k % kw  # offset i*Kw + j -> flat step from the window origin
     origins = (np.arange(n)[:, None, None] * (hp * wp) + np.arange(ho)[:, None] * (sh * wp)
@@ -107,6 +110,31 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
 
     parallel_for(c, block, c * plane)
     return dx
+
+
+def _disjoint_windows_backward(dy, arg, x_shape, kernel, stride, pads):
+    """max_pool_backward when no two windows share an input position: for each offset k,
+    dx at offset k of every window is dy where the window's winner is k, else 0 -- written
+    straight into the strided view, no accumulation (positions no window covers stay 0).
+    A non-finite dy spreads NaN over its whole window (NaN * 0), where bincount would not."""
+    c, n, h, w = x_shape
+    out_hw = dy.shape[2:]
+    top, bottom, left, right = pads
+    (kh, kw), (sh, sw) = kernel, stride
+    dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
+    tiled = (sh, sw) == (kh, kw) and dxp.shape[2:] == (out_hw[0] * sh, out_hw[1] * sw)
+
+    def block(lo, hi):
+        part, dyb, ab = dxp[lo:hi], dy[lo:hi], arg[lo:hi]
+        if not tiled:
+            part.fill(0)
+        hit = np.empty(dyb.shape, bool)
+        for k in range(kh * kw):
+            np.equal(ab, k, out=hit)
+            np.multiply(dyb, hit, out=window(part, k // kw, k % kw, out_hw, stride))
+
+    parallel_for(c, block, dxp.size)
+    return unpad(dxp, pads, (h, w))
 
 
 def avg_pool_inverse_counts(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
