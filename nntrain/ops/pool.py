@@ -81,9 +81,10 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
     One scatter-add per block of channels: the flat position in the padded block of each
     window's winner (window origin + winning offset) and ``np.bincount(position, weights=dy)``,
     whose interior is dx. Overlapping windows (stride < kernel) can send several dy to one
-    position, which bincount adds up in one pass (``np.add.at`` is many times slower, and
-    routing dy offset by offset costs Kh*Kw passes over the whole gradient).
-    Windows that do not overlap (stride >= kernel, e.g. 2x2/2) take ``_disjoint_windows_backward``.
+    position, which bincount adds up in one pass (numpy's unbuffered ``add.at`` is many
+    times slower, and routing dy offset by offset costs Kh*Kw passes over the whole
+    gradient). Windows that do not overlap (stride >= kernel, e.g. 2x2/2) take
+    ``_disjoint_windows_backward``.
     """
     c, n, h, w = x_shape
     ho, wo = dy.shape[2:]
@@ -103,7 +104,7 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
         pos = offsets.take(arg[lo:hi])
         pos += origins
         pos += (np.arange(hi - lo) * plane)[:, None, None, None]
-        # bincount sums in float64 whatever the weights; dx gets dy's dtype back in the copy below
+        # ok: bincount sums in float64 whatever the weights (exact here); dx gets dy's dtype back below
         sums = np.bincount(pos.reshape(-1), weights=dy[lo:hi].reshape(-1), minlength=(hi - lo) * plane)
         np.copyto(dx[lo:hi], sums.reshape(hi - lo, n, hp, wp)[:, :, top:top + h, left:left + w],
                   casting="same_kind")
