@@ -116,7 +116,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         out = np.empty((*stack, m, n), np.result_type(a, b))
     g = stack[0] if stack else 1
     if (num_threads() == 1 or not SPLIT_MATMUL or g * m * k * n < 64 * MIN_ELEMENTS
-            or getattr(_local, "worker", False)):
+            or getattr(_local, "worker", False) or _openblas_threads() is None):
+        # (a BLAS we cannot hold at one thread would run threads x its own threads)
         return np.matmul(a, b, out=out)
     axis = max((g, 0), (m, 1), (n, 2))[1] if stack else max((m, 1), (n, 2))[1]
 
