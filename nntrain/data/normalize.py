@@ -33,7 +33,7 @@ from ..registry import did_you_mean
 KINDS = ("per_channel", "per_pixel_mean", "scale", "zca", "pca", "none")
 _OPTIONS = {"zca": {"epsilon": 1e-2, "samples": 10000}, "pca": {"epsilon": 1e-2, "samples": 10000}}
 NORMALIZE_STREAM = 0x40A3  # fitting subsample: default_rng([seed, NORMALIZE_STREAM])
-_CHUNK = 2048  # images per chunk when accumulating statistics in float64
+_CHUNK = 2048  # ok: images per chunk when summing statistics in float64 (once at setup, not per batch)
 
 
 def normalize_spec(spec, where: str = "data.normalize") -> dict:
