@@ -56,11 +56,14 @@ def _early_threads(argv) -> int | None:
 
 
 THREADS = _early_threads(sys.argv[1:])
-
-import numpy as np  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from nntrain.openblas_env import set_openblas_environment  # noqa: E402
+
+set_openblas_environment()  # as `nntrain` commands do: before numpy loads OpenBLAS
+
+import numpy as np  # noqa: E402
 
 from nntrain.graph import Network  # noqa: E402
 from nntrain.losses import make_loss  # noqa: E402
@@ -376,7 +379,8 @@ def environment() -> dict:
         cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info["blas"] = f"{cfg.get('name')} {cfg.get('version')} (threadpoolctl not installed)"
     info["env"] = " ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                              "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+                                                              "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+                                                              "OMP_NUM_THREADS")
                            if k in os.environ) or "no OPENBLAS_*/OMP_* variables set"
     if torch is not None:
         info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"

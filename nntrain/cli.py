@@ -28,6 +28,9 @@ def _handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug", False)
+        from .openblas_env import set_openblas_environment
+
+        set_openblas_environment()  # before the first numpy import (the next line's)
         from .errors import NNTrainError
 
         try:

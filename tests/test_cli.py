@@ -118,6 +118,22 @@ def test_help_is_complete_and_imports_no_numpy():
     assert out.stdout.strip() == "False", "importing the CLI must not import numpy (lazy imports)"
 
 
+def test_commands_set_openblas_spin_timeout_before_numpy_loads():
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when numpy loads it (see nntrain.openblas_env)."""
+    code = ("import os, sys\n"
+            "from nntrain.cli import _handle_errors\n"
+            "@_handle_errors\n"
+            "def command(debug=False):\n"
+            "    return os.environ.get('OPENBLAS_THREAD_TIMEOUT'), 'numpy' in sys.modules\n"
+            "print(*command())")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["16", "True"]  # set, and numpy loaded after it (by the wrapper)
+    env["OPENBLAS_THREAD_TIMEOUT"] = "25"  # a user's own setting wins
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[0] == "25"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_checkpoint_and_resume_finishes(tiny_config, tmp_path, sig):
     run_dir = tmp_path / "run"

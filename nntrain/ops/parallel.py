@@ -16,7 +16,8 @@ one block of rows or columns (or of a stack) per thread, each an independent BLA
 with OpenBLAS held at one thread meanwhile. A training step then uses one pool of
 threads for everything instead of two (OpenBLAS's for the products, this module's for
 the rest) taking turns on the same cores, where OpenBLAS's idle workers keep spinning
-for a while after each product. Measured at 2 threads against products left to
+for a while after each product (``nntrain.openblas_env`` shortens that spin for the
+products left to OpenBLAS: the linear layers'). Measured at 2 threads against products left to
 OpenBLAS: the airbench net (half width, batch 256) trains 1.2x and infers 1.5x faster.
 
 ``batched_matmul`` is that for a stack of small matrix products (the Fourier
