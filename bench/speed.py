@@ -336,7 +336,10 @@ def bench_fit(iterations: int, quick_step_s: float) -> dict:
 
 # ----- profile --------------------------------------------------------------------------------
 def profile(name: str, steps: int = 10) -> None:
-    """Per-layer forward / backward milliseconds of one training step (median of ``steps``)."""
+    """Per-layer forward / backward milliseconds of one training step (median of ``steps``);
+    ``NET:infer`` profiles an inference step instead."""
+    name, _, mode = name.partition(":")
+    mode = mode or "train"
     spec, _, batch, desc = NETWORKS[name]
     bench = NntrainNet(spec, batch)
     times: dict = {}
@@ -350,11 +353,12 @@ def profile(name: str, steps: int = 10) -> None:
                 times.setdefault(_key, []).append(time.perf_counter() - t)
                 return out
             setattr(node.layer, method, timed)
+    run_step = bench.train_step if mode == "train" else bench.infer_step
     for _ in range(2):
-        bench.train_step()
+        run_step()
     times.clear()
-    step = statistics.median(_time(bench.train_step, 1) for _ in range(steps))
-    print(f"{desc}, batch {batch}: training step {step * 1e3:.1f} ms (median of {steps})")
+    step = statistics.median(_time(run_step, 1) for _ in range(steps))
+    print(f"{desc}, batch {batch}: {mode} step {step * 1e3:.1f} ms (median of {steps})")
     rows = sorted(((statistics.median(ts), key) for key, ts in times.items()), reverse=True)
     for t, (layer, method) in rows:
         print(f"  {layer:<16} {method:<9} {t * 1e3:8.2f} ms  {100 * t / step:5.1f}%")
@@ -426,8 +430,10 @@ def main(argv=None) -> None:
     ap.add_argument("--fit-iterations", type=int, default=500, help="fit length (500 = one epoch at batch 100)")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for every library (BLAS, OpenMP, nntrain's pool); default: their own")
-    ap.add_argument("--profile", metavar="NET", choices=list(NETWORKS),
-                    help="print per-layer forward/backward times of one network and exit")
+    ap.add_argument("--profile", metavar="NET[:infer]",
+                    choices=[f"{n}{m}" for n in NETWORKS for m in ("", ":infer")],
+                    help="print per-layer forward/backward times of one network's training (or "
+                         "inference) step and exit")
     args = ap.parse_args(argv)
     if args.profile:
         profile(args.profile)

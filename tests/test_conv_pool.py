@@ -168,6 +168,21 @@ def test_conv_matches_reference_forward_and_backward(cin, h, w, options):
         np.testing.assert_allclose(layer.bias.grad, ref_db, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cin,h,w,options", CONV_CASES)
+def test_conv_chunk_by_chunk_of_samples_matches_reference(cin, h, w, options, threads, monkeypatch):
+    """One sample per chunk (nntrain.ops.conv.CHUNK_BYTES), the chunks on one thread or split
+    unevenly over two (dW summed over chunks and over threads)."""
+    from nntrain.ops import conv, parallel
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(parallel._state, "threads", threads)
+    monkeypatch.setitem(parallel._state, "pool", None)
+    test_conv_matches_reference_forward_and_backward(cin, h, w, options)
+    test_conv_first_layer_skips_input_gradient_but_fills_weights()
+
+
 @pytest.mark.parametrize("cin,h,w,options", CONV_CASES[:4] + CONV_CASES[6:7])
 def test_conv_float32_matches_float64(cin, h, w, options):
     rng = np.random.default_rng(2)

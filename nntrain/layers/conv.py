@@ -25,8 +25,8 @@ class Conv2d(Layer):
     with g = o // (Cout/G) the group of output channel o. ``groups = Cin`` is a depthwise
     convolution. ``kernel``, ``stride``, ``padding``, ``dilation``: an int or [h, w].
     Weight (Cout, Cin/G, Kh, Kw), He (fan_in = Cin/G*Kh*Kw) by default; bias (Cout,),
-    zeros, no weight decay. Work arrays (padded input, im2col matrix) are kept and
-    reused from batch to batch.
+    zeros, no weight decay. The im2col route works chunk by chunk of samples
+    (``nntrain.ops.conv``) and keeps only the input for the backward pass.
 
     ``algorithm``: ``im2col`` (one matrix product over the unfolded windows, any options),
     ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
@@ -77,8 +77,7 @@ class Conv2d(Layer):
         self.weight = self.bias = None
         self._fourier_ratio = None  # fourier / direct multiply-adds, set in build (None: fourier does not apply)
         self._fourier_used = False  # the algorithm of the last forward, which its backward follows
-        self._work = {}  # reused scratch arrays, see conv2d_forward
-        self._cache_cols = self._cache_fourier = self._cache_shape = None
+        self._cache_x = self._cache_fourier = None
 
     def _fourier_applies(self) -> bool:
         return self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
@@ -134,21 +133,17 @@ class Conv2d(Layer):
 
     def forward(self, x, training):
         bias = self.bias.value if self.use_bias else None
-        self._cache_shape = x.shape
         self._fourier_used = self.uses_fourier(training)
         if self._fourier_used:
             y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding)
             return y
-        y, cols = conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation,
-                                 self.groups, self._work)
-        self._cache_cols = cols
-        return y
+        self._cache_x = x
+        return conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, dy):
         dbias = self.bias.grad if self.use_bias else None
         if self._fourier_used:
             return fourier_conv_backward(dy, self._cache_fourier, self.weight.shape, self.padding, self.weight.grad,
                                          dbias, need_dx=self.needs_input_grad)
-        return conv2d_backward(dy, self._cache_cols, self.weight.value, self._cache_shape, self.stride,
-                               self.padding, self.dilation, self.groups, self.weight.grad, dbias,
-                               need_dx=self.needs_input_grad, work=self._work)
+        return conv2d_backward(dy, self._cache_x, self.weight.value, self.stride, self.padding, self.dilation,
+                               self.groups, self.weight.grad, dbias, need_dx=self.needs_input_grad)

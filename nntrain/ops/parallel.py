@@ -93,9 +93,11 @@ def parallel_for(n: int, fn, work: int) -> None:
         return
     bounds = [n * i // parts for i in range(parts + 1)]
     futures = [_pool().submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    _local.worker = True  # the caller runs block 0: a kernel it calls runs inline, as in the workers
     try:
         fn(bounds[0], bounds[1])
     finally:
+        _local.worker = False
         wait(futures)  # never leave a block running on arrays the caller may free
     for f in futures:
         f.result()  # re-raise a block's exception
@@ -133,6 +135,19 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     with _one_blas_thread():
         parallel_for((g, m, n)[axis], block, MIN_ELEMENTS)
     return out
+
+
+def blas_for(n: int, fn, work: int) -> None:
+    """``parallel_for`` for blocks that call BLAS themselves (``fn(lo, hi)``), e.g. a
+    convolution done chunk by chunk of samples: the blocks run on nntrain's threads with
+    OpenBLAS held at one thread meanwhile. Where that cannot be done (one thread, or a BLAS
+    whose thread count we cannot hold), ``fn(0, n)`` runs inline and each product gets
+    BLAS's own threads."""
+    if num_threads() == 1 or not SPLIT_MATMUL or getattr(_local, "worker", False) or _openblas_threads() is None:
+        fn(0, n)
+        return
+    with _one_blas_thread():
+        parallel_for(n, fn, work)
 
 
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
