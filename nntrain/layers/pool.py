@@ -39,7 +39,7 @@ class _Pool2d(Layer):
             raise ConfigError(f"expected padding <= kernel/2 (so every window overlaps the input), "
                               f"received padding={padding!r} with kernel={kernel!r}")
         self.ceil_mode = v.boolean(ceil_mode, "ceil_mode")
-        self._work = {}  # reused padded-input buffer
+        self._work = {}  # max pooling's reused padded-input buffer
 
     def build(self, input_shapes, rng, dtype):
         (shape,) = input_shapes
@@ -112,8 +112,7 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x, training):
         self._cache_shape = x.shape
-        return avg_pool_forward(x, self.kernel, self.stride, self.padding, self.out_hw, self.inverse_counts,
-                                work=self._work)
+        return avg_pool_forward(x, self.kernel, self.stride, self.padding, self.out_hw, self.inverse_counts)
 
     def backward(self, dy):
         if not self.needs_input_grad:

@@ -8,8 +8,12 @@ enough extra rows/columns at the bottom/right for every window to fit:
 - max pooling pads with -inf, so padding and the overhang never win; the gradient of
   each output goes to its argmax, ties to the first maximum in row-major scan order of
   the window (PyTorch's rule).
-- average pooling pads with 0 and multiplies the window sum by a precomputed inverse
-  count (``avg_pool_inverse_counts``).
+- average pooling sums the zero-padded window, times a precomputed inverse count
+  (``avg_pool_inverse_counts``). Zeros add nothing, so no padded copy is made: each
+  kernel offset adds (and, backward, receives) only over the windows where it lies
+  inside the input (``_offset_views``), 0.75-0.9x the time of the padded version on
+  cifar10_quick's 3x3/2 ceil-mode pools. (Max pooling keeps its padded copy: there the
+  argmax bookkeeping on the ragged regions cost more than the copy saves.)
 
 Each forward kernel is a loop over the Kh*Kw offsets of one strided numpy operation
 over all channels and output pixels of a block of samples (``np.maximum`` over strided
@@ -32,6 +36,32 @@ def pool_pads(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, out_hw
     bottom = max(ph, (ho - 1) * sh + kh - h - ph)
     right = max(pw, (wo - 1) * sw + kw - w - pw)
     return (ph, bottom, pw, right)
+
+
+def _valid_outputs(count: int, offset: int, stride: int, pad_before: int, size: int) -> tuple:
+    """Along one axis, the outputs [lo, hi) whose window has kernel offset ``offset`` inside
+    the input (input position o*S + offset - P in [0, size)), and the input position of
+    output lo. The others read padding (or the ceil-mode overhang) there."""
+    lo = max(0, -((offset - pad_before) // stride))  # ceil((P - offset) / S), at least 0
+    hi = min(count, (size - 1 - offset + pad_before) // stride + 1)
+    return lo, max(lo, hi), lo * stride + offset - pad_before
+
+
+def _offset_views(x: np.ndarray, y: np.ndarray, i: int, j: int, stride: tuple, padding: tuple):
+    """(input view, output view) of kernel offset (i, j) over the outputs whose window has
+    that offset inside the input: the padded positions are skipped, not materialised."""
+    (ho, wo), (h, w) = y.shape[2:], x.shape[2:]
+    r0, r1, rin = _valid_outputs(ho, i, stride[0], padding[0], h)
+    c0, c1, cin = _valid_outputs(wo, j, stride[1], padding[1], w)
+    src = x[:, :, rin: rin + (r1 - r0 - 1) * stride[0] + 1: stride[0],
+            cin: cin + (c1 - c0 - 1) * stride[1] + 1: stride[1]]
+    return src, y[:, :, r0:r1, c0:c1]
+
+
+def _covers_all(kernel_offset: tuple, out_hw: tuple, stride: tuple, padding: tuple, in_hw: tuple) -> bool:
+    """Whether every window has this kernel offset inside the input."""
+    return all(_valid_outputs(o, k, s, p, n)[:2] == (0, o)
+               for o, k, s, p, n in zip(out_hw, kernel_offset, stride, padding, in_hw))
 
 
 def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
@@ -158,44 +188,43 @@ def avg_pool_inverse_counts(in_hw: tuple, kernel: tuple, stride: tuple, padding:
 
 
 def avg_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple,
-                     inverse_counts: np.ndarray, work: dict | None = None) -> np.ndarray:
-    """y[c, n, oh, ow] = (sum of the zero-padded window) * inverse_counts[oh, ow]."""
-    work = {} if work is None else work
-    pads = pool_pads(x.shape[2:], kernel, stride, padding, out_hw)
-    xp = pad(x, pads, 0.0, out=work.get("pad"))
-    if xp is not x:
-        work["pad"] = xp
+                     inverse_counts: np.ndarray) -> np.ndarray:
+    """y[c, n, oh, ow] = (sum of the zero-padded window) * inverse_counts[oh, ow]; the
+    padding adds nothing, so each offset adds only where it lies inside the input."""
     kh, kw = kernel
     c, n = x.shape[:2]
     y = np.empty((c, n, *out_hw), x.dtype)
+    first_everywhere = _covers_all((0, 0), out_hw, stride, padding, x.shape[2:])
 
     def block(lo, hi):
-        xb, yb = xp[:, lo:hi], y[:, lo:hi]
-        np.copyto(yb, window(xb, 0, 0, out_hw, stride))
-        for k in range(1, kh * kw):
-            yb += window(xb, k // kw, k % kw, out_hw, stride)
+        xb, yb = x[:, lo:hi], y[:, lo:hi]
+        if first_everywhere:
+            np.copyto(yb, _offset_views(xb, yb, 0, 0, stride, padding)[0])
+        else:
+            yb.fill(0)
+        for k in range(1 if first_everywhere else 0, kh * kw):
+            s, yv = _offset_views(xb, yb, k // kw, k % kw, stride, padding)
+            yv += s
         yb *= inverse_counts
 
-    parallel_for(n, block, xp.size)
+    parallel_for(n, block, x.size)
     return y
 
 
 def avg_pool_backward(dy: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
                       inverse_counts: np.ndarray) -> np.ndarray:
-    """dx: dy * inverse_counts added onto every position of its window (new array)."""
+    """dx: dy * inverse_counts added onto every input position of its window (new array)."""
     c, n, h, w = x_shape
-    out_hw = dy.shape[2:]
-    top, bottom, left, right = pads = pool_pads((h, w), kernel, stride, padding, out_hw)
-    dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
+    dx = np.empty(x_shape, dy.dtype)
     kh, kw = kernel
 
     def block(lo, hi):
-        part = dxp[:, lo:hi]
+        part = dx[:, lo:hi]
         part.fill(0)
         g = dy[:, lo:hi] * inverse_counts
         for k in range(kh * kw):
-            target = window(part, k // kw, k % kw, out_hw, stride)
-            target += g
+            target, gv = _offset_views(part, g, k // kw, k % kw, stride, padding)
+            target += gv
 
-    parallel_for(n, block, dxp.size)
-    return unpad(dxp, pads, (h, w))
+    parallel_for(n, block, dx.size)
+    return dx
