@@ -17,6 +17,15 @@ Common to every optimizer, for a parameter W with gradient dE/dW (``param.grad``
 ``step()`` reads ``param.grad`` and never writes it. The update runs in place in the
 parameter's dtype (float32 in training) through two reusable scratch buffers, so a step
 allocates nothing. State is allocated on a parameter's first step.
+
+An optimizer whose update is elementwise and written as ``_apply`` on plain arrays
+(SGD) updates a large parameter (>= ``CHUNKED_MIN`` elements) in chunks of ``CHUNK``
+elements spread over nntrain's threads (numpy runs each elementwise pass on one core).
+Every element sees exactly the same operations, so the result is bit-identical to the
+one-call update. Measured on the MLP 3072-512-256-10 (1.7M weights, SGD with momentum
+and weight decay) at 2 threads: 1.45 ms a step in one call per pass, 0.8-1.0 ms in
+chunks of 128K-256K elements (smaller chunks lose it again to per-call overhead: 2.6 ms
+at 16K).
 """
 
 from __future__ import annotations
@@ -27,10 +36,14 @@ import math
 import numpy as np
 
 from . import validate as v
+from .ops.parallel import num_threads, parallel_for
 from .errors import CheckpointError, ConfigError
 from .layers.base import Parameter
 from .registry import OPTIMIZERS
 from .spec import Configurable, build, build_from_spec
+
+CHUNK = 1 << 17  # elements per chunk (module docstring)
+CHUNKED_MIN = 2 * CHUNK  # a smaller parameter is updated in one call per pass
 
 
 def named_params(params) -> list[tuple[str, Parameter]]:
@@ -47,6 +60,21 @@ def named_params(params) -> list[tuple[str, Parameter]]:
     if not (all(names) and len(set(names)) == len(names)):
         names = [str(i) for i in range(len(pairs))]
     return [(n, p) for n, (_, p) in zip(names, pairs)]
+
+
+def _total_gradient(w, grad, c: float, scale: float, scratch) -> np.ndarray:
+    """scale * (grad + c * w), into ``scratch()`` (an array like w); ``grad`` itself if that is it."""
+    if c == 0 and scale == 1:
+        return grad
+    g = scratch()
+    if c:
+        np.multiply(w, c, out=g)
+        g += grad
+    else:
+        np.copyto(g, grad)
+    if scale != 1:
+        g *= scale
+    return g
 
 
 class _Workspace:
@@ -117,26 +145,54 @@ class Optimizer(Configurable):
                 scale = self.clip_grad_norm / norm
         self.steps += 1
         for (_, p), state in zip(self.params, self.state):
-            if p.trainable:
-                self._update(p, self._gradient(p, scale), state, float(lr * p.lr_mult))
+            if not p.trainable:
+                continue
+            eta = float(lr * p.lr_mult)
+            if self._chunked(p):
+                self._step_chunked(p, state, eta, scale)
+            else:
+                self._update(p, self._gradient(p, scale), state, eta)
+
+    def _decay_coefficient(self, p: Parameter) -> float:
+        return 0.0 if self.decoupled_decay else float(self.weight_decay * p.decay_mult)
 
     def _gradient(self, p: Parameter, scale: float = 1.0) -> np.ndarray:
         """scale * (grad + lambda * decay_mult * W): ``p.grad`` itself when that is the same."""
-        c = 0.0 if self.decoupled_decay else float(self.weight_decay * p.decay_mult)
-        if c == 0 and scale == 1:
-            return p.grad
-        g = self._work.get(0, p.value)
-        if c:
-            np.multiply(p.value, c, out=g)
-            g += p.grad
-        else:
-            np.copyto(g, p.grad)
-        if scale != 1:
-            g *= scale
-        return g
+        return _total_gradient(p.value, p.grad, self._decay_coefficient(p), scale,
+                               lambda: self._work.get(0, p.value))
 
     def _update(self, p: Parameter, g: np.ndarray, state: dict, eta: float) -> None:
+        """One step of ``p.value`` with total gradient ``g``; by default ``_apply`` on whole arrays."""
+        self._apply(p.value, g, self._state_arrays(p, state), eta, self._work.get(1, p.value))
+
+    def _apply(self, w: np.ndarray, g: np.ndarray, arrays: dict, eta: float, tmp: np.ndarray) -> None:
+        """The elementwise update of ``w`` (any flat or shaped view) with gradient ``g``, state
+        ``arrays`` (views of the same elements) and scratch ``tmp``; subclasses that can be
+        chunked implement it (and ``_state_arrays``), the others override ``_update``."""
         raise NotImplementedError
+
+    def _state_arrays(self, p: Parameter, state: dict) -> dict:
+        """The state arrays ``_apply`` reads and writes for ``p`` (allocated on first use)."""
+        return {}
+
+    def _chunked(self, p: Parameter) -> bool:
+        return (type(self)._apply is not Optimizer._apply and p.value.size >= CHUNKED_MIN
+                and p.value.flags.c_contiguous and p.grad.flags.c_contiguous and num_threads() > 1)
+
+    def _step_chunked(self, p: Parameter, state: dict, eta: float, scale: float) -> None:
+        """``_update`` chunk by chunk of CHUNK elements, on all threads (module docstring)."""
+        w, grad = p.value.reshape(-1), p.grad.reshape(-1)
+        arrays = {name: a.reshape(-1) for name, a in self._state_arrays(p, state).items()}
+        c, n = self._decay_coefficient(p), w.size
+
+        def block(lo, hi):
+            gbuf, tmp = np.empty(CHUNK, w.dtype), np.empty(CHUNK, w.dtype)
+            for a in range(lo * CHUNK, min(n, hi * CHUNK), CHUNK):
+                b = min(n, a + CHUNK)
+                g = _total_gradient(w[a:b], grad[a:b], c, scale, lambda: gbuf[:b - a])  # noqa: B023
+                self._apply(w[a:b], g, {k: x[a:b] for k, x in arrays.items()}, eta, tmp[:b - a])
+
+        parallel_for(-(-n // CHUNK), block, 4 * n)
 
     def _buffer(self, state: dict, name: str, p: Parameter) -> np.ndarray:
         buf = state.get(name)
@@ -249,14 +305,16 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ConfigError("expected momentum > 0 with nesterov: true, received momentum=0")
 
-    def _update(self, p, g, state, eta):
-        w, mu = p.value, self.momentum
-        tmp = self._work.get(1, w)
+    def _state_arrays(self, p, state):
+        return {"velocity": self._buffer(state, "velocity", p)} if self.momentum else {}
+
+    def _apply(self, w, g, arrays, eta, tmp):
+        mu = self.momentum
         if mu == 0:
             np.multiply(g, eta, out=tmp)
             w -= tmp
             return
-        vel = self._buffer(state, "velocity", p)
+        vel = arrays["velocity"]
         vel *= mu
         if self.convention == "course":
             np.multiply(g, eta, out=tmp)  # eta g

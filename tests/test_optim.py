@@ -230,6 +230,28 @@ def test_resume_is_bit_exact(name, options, tmp_path):
 
 
 @pytest.mark.parametrize("name,options", CASES)
+def test_chunked_threaded_update_is_bit_identical(name, options, monkeypatch):
+    """Large parameters are updated chunk by chunk on several threads (optimizers written as
+    ``_apply``): every element sees the same operations as in the one-call update."""
+    from nntrain import optim
+    from nntrain.ops import parallel
+
+    one_call = _params()
+    _run(make_optimizer({"type": name, **options}, one_call), 5)
+    monkeypatch.setattr(optim, "CHUNKED_MIN", 1)
+    monkeypatch.setattr(optim, "CHUNK", 3)  # ragged: parameter sizes are not multiples of it
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setitem(parallel._state, "threads", 3)
+    monkeypatch.setitem(parallel._state, "pool", None)
+    chunked = _params()
+    opt = make_optimizer({"type": name, **options}, chunked)
+    assert opt._chunked(chunked[0]) == (type(opt)._apply is not optim.Optimizer._apply)
+    _run(opt, 5)
+    for a, b in zip(one_call, chunked):
+        np.testing.assert_array_equal(a.value, b.value)
+
+
+@pytest.mark.parametrize("name,options", CASES)
 def test_float32_in_place_and_grad_untouched(name, options):
     params = _params()
     values = [p.value for p in params]
