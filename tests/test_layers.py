@@ -100,13 +100,17 @@ def _run_layer(name, options, input_shapes, training):
 @pytest.mark.parametrize("name,options,input_shapes", CASES)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_threaded_kernels_give_the_serial_result(name, options, input_shapes, training, monkeypatch):
-    """Kernels split over cores (nntrain.ops.parallel) compute bit for bit what one call would;
-    with the matrix products split too, the same to float rounding."""
-    from nntrain.ops import parallel
+    """Kernels split over cores (nntrain.ops.parallel), and in chunks within each core's block,
+    compute bit for bit what one call would; with the matrix products split too, the same
+    to float rounding."""
+    from nntrain.layers import activations
+    from nntrain.ops import conv, parallel
 
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one sample per chunk (chunks set the dW rounding)
     monkeypatch.setitem(parallel._state, "threads", 1)
     serial = _run_layer(name, options, input_shapes, training)
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(activations, "ELEMENTWISE_CHUNK", 5)  # several chunks per thread
     monkeypatch.setitem(parallel._state, "threads", 3)
     monkeypatch.setitem(parallel._state, "pool", None)
     monkeypatch.setattr(parallel, "SPLIT_MATMUL", False)

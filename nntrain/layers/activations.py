@@ -281,10 +281,24 @@ class GELU(_Elementwise):
         return g
 
 
+ELEMENTWISE_CHUNK = 1 << 18  # elements (1 MB of float32 per array)
+
+
 def _elementwise_blocks(flat: np.ndarray, fn) -> None:
     """``fn(lo, hi)`` over blocks of a flat array, on all cores when it is large (numpy's
-    ufuncs run on one); elementwise, so the result does not depend on the blocks."""
-    parallel_for(flat.size, fn, 4 * flat.size)
+    ufuncs run on one); elementwise, so the result does not depend on the blocks.
+
+    Each thread's block is further cut into chunks of ``ELEMENTWISE_CHUNK``, so the several
+    passes ``fn`` makes (GELU's tanh form: nine) run over data still in cache instead of
+    streaming the whole block through memory each time: GELU of 24x256x31x31 at 2
+    threads, 8.3-9.0 ms unchunked, 5.9-6.4 ms in chunks of 128K-512K elements (more
+    per-call overhead below: 10.9 ms at 16K).
+    """
+    def block(lo, hi):
+        for start in range(lo, hi, ELEMENTWISE_CHUNK):
+            fn(start, min(hi, start + ELEMENTWISE_CHUNK))
+
+    parallel_for(flat.size, block, 4 * flat.size)
 
 
 @LAYERS.register("sigmoid")

@@ -31,11 +31,12 @@ class Conv2d(Layer):
     ``algorithm``: ``im2col`` (one matrix product over the unfolded windows, any options),
     ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
     dilation 1, one group), or ``auto`` (default): fourier where it applies and its
-    multiply-adds are at most a share of the direct ones -- 3/4 for a training step that
-    also needs the input gradient (``FOURIER_SHARE``), 1/2 for a forward pass alone or
-    with the weight gradient only (``FOURIER_SHARE_NO_DX``: there the transforms weigh
-    more, e.g. 32->128 channels at 15x15, ratio 0.56, infers in 32 ms by im2col and 51 ms
-    by fourier at batch 256). So 5x5 "same" convolutions with 32+ input channels run
+    multiply-adds are at most a share of the direct ones -- 0.8 for a training step that
+    also needs the input gradient (``FOURIER_SHARE``; 128->128 channels at 3x3, ratio
+    0.79, trains in 24 ms by im2col and 15 ms by fourier at batch 256), 1/2 for a forward
+    pass alone or with the weight gradient only (``FOURIER_SHARE_NO_DX``: there the
+    transforms weigh more, e.g. 32->128 channels at 15x15, ratio 0.56, infers in 28 ms by
+    im2col and 40 ms by fourier). Measured per layer in ``bench/RESULTS.md``. So 5x5 "same" convolutions with 32+ input channels run
     3-4x faster by fourier, and a first layer with 1-3 input channels by im2col. The
     choice is made per pass from the mode and ``needs_input_grad``, never from timings,
     so a run stays reproducible. Both compute the same function (to float rounding);
@@ -53,7 +54,7 @@ class Conv2d(Layer):
         ({"out_channels": 2, "kernel": [2, 3], "padding": [0, 1], "bias": False, "algorithm": "fourier"},
          [(3, 4, 5)]),
     ]
-    FOURIER_SHARE = 0.75
+    FOURIER_SHARE = 0.8
     FOURIER_SHARE_NO_DX = 0.5
 
     def __init__(self, out_channels: int, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
