@@ -84,12 +84,22 @@ def test_parameter_gradients_overwrite(name, options, input_shapes):
         np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-12)
 
 
-def _run_layer(name, options, input_shapes, training):
+def _other_layout(a: np.ndarray) -> np.ndarray:
+    """The same values in another memory layout: a channel-major image batch stored sample-major
+    (as ``to_internal`` gives the network input), anything else in Fortran order."""
+    if a.ndim == 4:
+        return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    return np.asfortranarray(a)
+
+
+def _run_layer(name, options, input_shapes, training, layout=None):
     layer = LAYERS.get(name).from_config(dict(options))
     rng = np.random.default_rng(0)
     out_shape = layer.build([tuple(s) for s in input_shapes], rng, np.float32)
     xs = [rng.standard_normal(batch_shape(s, 5)).astype(np.float32) for s in input_shapes]
     dy = rng.standard_normal(batch_shape(out_shape, 5)).astype(np.float32)
+    if layout is not None:
+        xs, dy = [layout(x) for x in xs], layout(dy)
     layer.rng = np.random.default_rng(1)
     y = layer.forward(xs if layer.n_inputs != 1 else xs[0], training)
     layer.needs_input_grad = True
@@ -121,6 +131,26 @@ def test_threaded_kernels_give_the_serial_result(name, options, input_shapes, tr
     split = _run_layer(name, options, input_shapes, training)
     for a, b in zip(serial, split):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max(initial=0))))
+
+
+@pytest.mark.parametrize("name,options,input_shapes", CASES)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_any_memory_layout_of_inputs_and_gradients(name, options, input_shapes, training):
+    """Layers take views in any layout (the network input is a transposed view of the
+    user's batch) and never write into their inputs or dy."""
+    contiguous = _run_layer(name, options, input_shapes, training)
+    seen = []
+
+    def layout(a):
+        b = _other_layout(a)
+        seen.append((b, b.copy()))
+        return b
+
+    other = _run_layer(name, options, input_shapes, training, layout=layout)
+    for a, b in zip(contiguous, other):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max(initial=0))))
+    for given, before in seen:
+        np.testing.assert_array_equal(given, before)
 
 
 def test_unknown_layer_type_suggests_closest():

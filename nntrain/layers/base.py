@@ -10,7 +10,10 @@ layout a convolution is one matrix product ``W (Cout, Cin*K*K) @ cols (Cin*K*K, 
 whose result already *is* the next activation ``(Cout, N, Ho, Wo)``, with no transpose;
 batch normalisation reduces over one contiguous block per channel. Any other batch is
 batch-major: ``(N, F)`` or ``(N, *shape)``. ``batch_shape`` and ``to_internal`` /
-``to_public`` convert; a ``Network`` takes and returns the usual ``(N, C, H, W)``.
+``to_public`` convert (as views); a ``Network`` takes and returns the usual
+``(N, C, H, W)``. Layers produce these layouts but accept any memory layout of the same
+shape (strided views, Fortran order: tested for every layer), so the network input is
+the user's batch itself, seen channel-major.
 
 Contract
 --------
@@ -80,9 +83,14 @@ def batch_shape(sample_shape: tuple, n: int) -> tuple:
 
 
 def to_internal(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> contiguous (C, N, H, W); other shapes unchanged."""
+    """(N, C, H, W) -> (C, N, H, W) (a view); other shapes unchanged.
+
+    No copy: every layer takes inputs in any memory layout (tested registry-wide), and the
+    first one's own pass reads the view anyway -- a flatten then gets its (N, C*H*W) rows
+    back without any copy (an MLP's input used to be transposed twice: 0.17 ms of a
+    2.4 ms inference step at batch 100)."""
     if x.ndim == 4:
-        return np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+        return x.transpose(1, 0, 2, 3)
     return x
 
 
