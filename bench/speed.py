@@ -14,9 +14,11 @@ direct convolution, so an FFT convolution doing fewer multiplies shows as more G
   (32/128/128), as configs/cifar10_fast.yaml: BN without scale, tanh-GELU, 1/9 head; batch 256.
 
 With PyTorch (run this file with a Python that has torch: its own venv, never a
-dependency of nntrain) each repeat times nntrain then PyTorch on the same batch, so
-both see the same machine load; the table shows medians over the repeats and the ratio
-nntrain / PyTorch. Also reported: the float32 matmul peak (n=2048, best of several),
+dependency of nntrain) each repeat times nntrain and PyTorch back to back on the same
+batch (PyTorch first in every other repeat), so both see the same machine load; the
+table shows each one's median images/s over the repeats and the median over the repeats
+of the ratio nntrain / PyTorch (each repeat's pair of blocks compared; drift of the
+machine's load between repeats cancels out). Also reported: the float32 matmul peak (n=2048, best of several),
 the cost of augmenting 256 CIFAR images (flip + crop pad 4) next to one cifar10_quick
 step, a full-size CIFAR-10 ``nntrain fit`` of cifar10_quick for one epoch (peak RSS,
 epoch wall time vs its bare step time x steps), and ``nntrain --help`` start-up time.
@@ -217,16 +219,18 @@ def _time(fn, steps: int) -> float:
 
 
 def interleaved(fns: dict, repeats: int, seconds: float) -> dict:
-    """Median seconds per call of each fn; the fns alternate within every repeat."""
+    """Seconds per call of each fn in every repeat (lists); within a repeat the fns run back
+    to back, in reversed order every other repeat (so neither always runs first)."""
     steps = {}
     for name, fn in fns.items():  # warm up (buffers, caches) and size each repeat to ~``seconds``
         fn()
         steps[name] = max(1, min(50, int(seconds / max(_time(fn, 1), 1e-6))))
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_time(fn, steps[name]))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    order = list(fns)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            times[name].append(_time(fns[name], steps[name]))
+    return times
 
 
 def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
@@ -249,14 +253,17 @@ def bench_networks(names, repeats, seconds, use_torch) -> list[dict]:
             fns = {"nntrain": getattr(ours, f"{mode}_step")}
             if theirs is not None:
                 fns["torch"] = getattr(theirs, f"{mode}_step")
-            med = interleaved(fns, repeats, seconds)
+            times = interleaved(fns, repeats, seconds)
+            med = {k: statistics.median(v) for k, v in times.items()}
             row = {"net": name, "desc": desc, "batch": batch, "mode": mode,
                    "nntrain": batch / med["nntrain"], "step_ms": med["nntrain"] * 1e3}
             row["gflops"] = row["nntrain"] * flops / 1e9
             if "torch" in med:
                 row["torch"] = batch / med["torch"]
                 row["torch_gflops"] = row["torch"] * flops / 1e9
-                row["ratio"] = row["nntrain"] / row["torch"]
+                # the median of the per-repeat ratios: each compares blocks timed back to back,
+                # under the same machine load (load drifting between repeats cancels out)
+                row["ratio"] = statistics.median(t / o for o, t in zip(times["nntrain"], times["torch"]))
             rows.append(row)
             _progress(f"{name} {mode}: nntrain {row['nntrain']:.0f} img/s"
                       + (f", torch {row['torch']:.0f} img/s, ratio {row['ratio']:.2f}" if "torch" in row else ""))
@@ -421,7 +428,7 @@ def table(rows, peak, extras, markdown: bool) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats per measurement (median)")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats per measurement (median)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs, a short fit")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for RESULTS.md)")
     ap.add_argument("--nets", default="quick,mlp,bn", help="comma-separated subset of: " + ", ".join(NETWORKS))
@@ -453,7 +460,7 @@ def main(argv=None) -> None:
     extras = []
     quick_step = next((r["step_ms"] / 1e3 for r in rows if r["net"] == "quick" and r["mode"] == "train"), None)
     if quick_step is None:
-        quick_step = interleaved({"q": NntrainNet(QUICK, 100).train_step}, repeats, seconds)["q"]
+        quick_step = statistics.median(interleaved({"q": NntrainNet(QUICK, 100).train_step}, repeats, seconds)["q"])
     aug = bench_augment(quick_step, repeats)
     extras.append(("augment 256 images (flip+crop) / quick step",
                    f"{aug['augment_ms']:.1f} ms = {100 * aug['fraction']:.0f}%", "hidden by prefetch"))
