@@ -602,3 +602,19 @@ def test_auto_algorithm_is_chosen_per_pass_and_backward_follows_its_forward():
         ref_dx, ref_dw, _ = ref_conv_backward(x, layer.weight.value, dy, padding=1)
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-11)
         np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)
+
+
+def test_fourier_weight_blocks_are_reused_only_while_the_weights_are_unchanged():
+    rng = np.random.default_rng(4)
+    layer = LAYERS.get("conv2d").from_config({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "fourier"})
+    layer.build([(2, 6, 6)], rng, np.float64)
+    x = rng.standard_normal((2, 2, 6, 6))
+    y1 = to_public(layer.forward(to_internal(x), False))
+    blocks = layer._fourier_memo["wblk"]
+    layer.forward(to_internal(x), False)
+    assert layer._fourier_memo["wblk"] is blocks  # same weights: reused
+    layer.weight.value[0, 0, 1, 1] += 1.0  # an in-place change, as an optimizer step makes
+    y2 = to_public(layer.forward(to_internal(x), False))
+    assert layer._fourier_memo["wblk"] is not blocks
+    np.testing.assert_allclose(y2, ref_conv(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-9, atol=1e-11)
+    assert not np.allclose(y1, y2)

@@ -79,6 +79,7 @@ class Conv2d(Layer):
         self._fourier_ratio = None  # fourier / direct multiply-adds, set in build (None: fourier does not apply)
         self._fourier_used = False  # the algorithm of the last forward, which its backward follows
         self._cache_x = self._cache_fourier = None
+        self._fourier_memo = {}  # weight blocks kept while the weights are unchanged (ops.fourier)
 
     def _fourier_applies(self) -> bool:
         return self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
@@ -136,7 +137,8 @@ class Conv2d(Layer):
         bias = self.bias.value if self.use_bias else None
         self._fourier_used = self.uses_fourier(training)
         if self._fourier_used:
-            y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding)
+            y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding,
+                                                          memo=self._fourier_memo)
             return y
         self._cache_x = x
         return conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation, self.groups)

@@ -181,11 +181,17 @@ def _blocks(wf: np.ndarray) -> np.ndarray:
     return blk.reshape(f, 2 * cout, 2 * cin)
 
 
-def fourier_conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple):
+def fourier_conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple,
+                         memo: dict | None = None):
     """y = conv(x, W) + b for stride 1, dilation 1, one group; returns ``(y, cache)``.
 
     x (C, N, H, W), W (Cout, C, Kh, Kw) -> y (Cout, N, Ho, Wo). ``cache`` is what
     ``fourier_conv_backward`` needs (the input spectrum and the weight blocks).
+
+    ``memo``, a dict the caller keeps between calls, saves the weight blocks with a copy of
+    the weights they came from, and reuses them while the weights are bit for bit the same
+    (one comparison of the small weight array): in inference the weights do not change,
+    and their transform and block layout cost ~3 ms a call for 128->128 channels at 7x7.
     """
     cin, n, h, w = x.shape
     cout, _, kh, kw = weight.shape
@@ -194,8 +200,15 @@ def fourier_conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
     xs = analysis(_to_pixel_major(x), grid, padding)  # (F, 2, C*N)
     f = xs.shape[0]
     xs = xs.reshape(f, 2 * cin, n)
-    wt = np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(kh, kw, cout * cin)
-    wblk = _blocks(analysis(wt, grid, (0, 0)).reshape(f, 2, cout, cin))
+    key = (grid, weight.shape, weight.dtype)
+    if memo is not None and memo.get("key") == key and np.array_equal(memo["weight"], weight):
+        wblk = memo["wblk"]
+    else:
+        wt = np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(kh, kw, cout * cin)
+        wblk = _blocks(analysis(wt, grid, (0, 0)).reshape(f, 2, cout, cin))
+        wblk.flags.writeable = False  # may be shared with later calls through the memo
+        if memo is not None:
+            memo.update(key=key, weight=weight.copy(), wblk=wblk)
     ys = batched_matmul(wblk, xs)  # (F, 2 Cout, N)
     y = _to_channel_major(synthesis(ys.reshape(f, 2, cout * n), grid, (0, 0), (ho, wo)), cout, n)
     if bias is not None:
