@@ -328,13 +328,20 @@ def test_maxpool_matches_reference(h, w, options, training):
     _check_pool("max", h, w, options, training=training)
 
 
+@pytest.fixture(params=["offsets", "matrix"])
+def avg_route(request, monkeypatch):
+    """Average pooling both ways: offset by offset, and as one matrix product (small planes)."""
+    monkeypatch.setattr(LAYERS.get("avgpool2d"), "MATRIX_MAX_PIXELS", 0 if request.param == "offsets" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("h,w,options", POOL_CASES + AVG_ONLY)
-def test_avgpool_matches_reference(h, w, options):
+def test_avgpool_matches_reference(h, w, options, avg_route):
     _check_pool("avg", h, w, options)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_float32(kind):
+def test_pool_float32(kind, avg_route):
     _check_pool(kind, 8, 8, {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}, dtype=np.float32)
 
 
@@ -391,7 +398,7 @@ def test_maxpool_padding_never_wins():
     np.testing.assert_array_equal(y[0, 0], [[-1.0, -2.0], [-4.0, -5.0]])
 
 
-def test_avgpool_known_answers_ceil_mode_and_count_include_pad():
+def test_avgpool_known_answers_ceil_mode_and_count_include_pad(avg_route):
     """4x4 of ones, kernel 3, stride 2, padding 1, ceil mode -> 3x3 windows over rows [-1,2), [1,4), [3,6).
 
     The last window is clipped to the padded input [-1, 5): 2 rows, 1 of them real.
@@ -528,12 +535,12 @@ def test_every_conv_algorithm_matches_reference(cin, h, w, options, algorithm, t
 
 
 @pytest.mark.parametrize("h,w,options", POOL_CASES)
-def test_pooling_threaded_path_matches_reference(h, w, options, monkeypatch):
+def test_pooling_threaded_path_matches_reference(h, w, options, monkeypatch, avg_route):
     from nntrain.ops import parallel
 
     monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
     test_maxpool_matches_reference(h, w, options, True)
-    test_avgpool_matches_reference(h, w, options)
+    test_avgpool_matches_reference(h, w, options, avg_route)
 
 
 @pytest.mark.parametrize("a_shape,b_shape,transposed_out", [

@@ -22,8 +22,9 @@ import numpy as np
 from .. import validate as v
 from ..errors import ConfigError
 from ..ops.im2col import pool_output_size
-from ..ops.pool import avg_pool_backward, avg_pool_forward, avg_pool_inverse_counts, max_pool_backward, \
-    max_pool_forward
+from ..ops.parallel import matmul
+from ..ops.pool import (avg_pool_backward, avg_pool_forward, avg_pool_inverse_counts, avg_pool_matrix,
+                        max_pool_backward, max_pool_forward)
 from ..registry import LAYERS
 from .base import Layer, expect_rank
 
@@ -91,7 +92,10 @@ class MaxPool2d(_Pool2d):
 @LAYERS.register("avgpool2d")
 class AvgPool2d(_Pool2d):
     """y = mean over each kernel window, divisor per ``count_include_pad`` (see the module doc).
-    (C, H, W) -> (C, Ho, Wo)."""
+    (C, H, W) -> (C, Ho, Wo). Planes of at most ``MATRIX_MAX_PIXELS`` pixels are pooled as
+    one matrix product (``nntrain.ops.pool.avg_pool_matrix``), larger ones offset by offset."""
+
+    MATRIX_MAX_PIXELS = 256
 
     examples = [
         ({"kernel": 2}, [(2, 4, 4)]),
@@ -102,21 +106,31 @@ class AvgPool2d(_Pool2d):
     def __init__(self, kernel, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
         super().__init__(kernel, stride, padding, ceil_mode)
         self.count_include_pad = v.boolean(count_include_pad, "count_include_pad")
-        self.inverse_counts = self._cache_shape = None
+        self.inverse_counts = self._cache_shape = self._matrix = None
 
     def build(self, input_shapes, rng, dtype):
         out = super().build(input_shapes, rng, dtype)
         self.inverse_counts = avg_pool_inverse_counts(self.in_hw, self.kernel, self.stride, self.padding,
                                                       self.out_hw, self.count_include_pad, dtype)
+        self._matrix = None
+        if self.in_hw[0] * self.in_hw[1] <= self.MATRIX_MAX_PIXELS:
+            self._matrix = avg_pool_matrix(self.in_hw, self.kernel, self.stride, self.padding, self.out_hw,
+                                           self.inverse_counts)
         return out
 
     def forward(self, x, training):
         self._cache_shape = x.shape
+        if self._matrix is not None:
+            c, n, h, w = x.shape
+            return matmul(x.reshape(c * n, h * w), self._matrix).reshape(c, n, *self.out_hw)
         return avg_pool_forward(x, self.kernel, self.stride, self.padding, self.out_hw, self.inverse_counts)
 
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
+        if self._matrix is not None:
+            c, n, h, w = self._cache_shape
+            return matmul(dy.reshape(c * n, -1), self._matrix.T).reshape(c, n, h, w)
         return avg_pool_backward(dy, self._cache_shape, self.kernel, self.stride, self.padding,
                                  self.inverse_counts)
 
