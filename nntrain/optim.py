@@ -15,8 +15,9 @@ Common to every optimizer, for a parameter W with gradient dE/dW (``param.grad``
   term included) exceeds c, every g is multiplied by c / ||g||.
 
 ``step()`` reads ``param.grad`` and never writes it. The update runs in place in the
-parameter's dtype (float32 in training) through two reusable scratch buffers, so a step
-allocates nothing. State is allocated on a parameter's first step.
+parameter's dtype (float32 in training) through two reusable scratch buffers (two
+chunk-sized ones per thread in the chunked path below). State is allocated on a
+parameter's first step.
 
 An optimizer whose update is elementwise and written as ``_apply`` on plain arrays
 (SGD) updates a large parameter (>= ``CHUNKED_MIN`` elements) in chunks of ``CHUNK``
@@ -181,8 +182,12 @@ class Optimizer(Configurable):
 
     def _step_chunked(self, p: Parameter, state: dict, eta: float, scale: float) -> None:
         """``_update`` chunk by chunk of CHUNK elements, on all threads (module docstring)."""
+        full = self._state_arrays(p, state)
+        if not all(a.flags.c_contiguous for a in full.values()):  # flat views would be copies
+            self._update(p, self._gradient(p, scale), state, eta)
+            return
         w, grad = p.value.reshape(-1), p.grad.reshape(-1)
-        arrays = {name: a.reshape(-1) for name, a in self._state_arrays(p, state).items()}
+        arrays = {name: a.reshape(-1) for name, a in full.items()}
         c, n = self._decay_coefficient(p), w.size
 
         def block(lo, hi):
