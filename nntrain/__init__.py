@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):  # lazy, so that `nntrain --help` does not import numpy
-    if name in ("Network", "build_network"):
+    if name == "Network":
         from . import graph
 
         return getattr(graph, name)

@@ -352,7 +352,6 @@ def _validate_typed_section(config: dict, key: str, origins: Origins, check) -> 
 def validate(config: dict, origins: Origins | None = None) -> dict:
     """Fill defaults and check every section except ``model`` shapes (checked when built)."""
     from .data import validate_data_config
-    from .layers.base import Layer  # noqa: F401  (registers nothing; keeps import order obvious)
     from .losses import make_loss
     from .optim import make_optimizer
     from .schedules import make_schedule

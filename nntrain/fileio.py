@@ -86,6 +86,3 @@ def _json_default(obj):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
-
-def json_string(obj) -> str:
-    return json.dumps(obj, default=_json_default)

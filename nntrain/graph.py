@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .fileio import load_npz, save_npz
-from .layers.base import Layer, Parameter, batch_shape, to_internal, to_public
+from .layers.base import Layer, Parameter, to_internal, to_public
 from .registry import LAYERS, did_you_mean
 
 INPUT = "input"
@@ -420,11 +420,3 @@ class Network:
             out.append(cfg)
         return out
 
-
-def build_network(spec, input_shape, **kwargs) -> Network:
-    """Build a Network from a list of node specs (see ``Network``)."""
-    return Network(spec, input_shape, **kwargs)
-
-
-def internal_batch_shape(sample_shape, n: int) -> tuple:
-    return batch_shape(sample_shape, n)
