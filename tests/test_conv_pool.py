@@ -1,11 +1,8 @@
 """Convolution and pooling: fast kernels against plain loop references, known answers, errors.
 
-The references below are written from the definitions, in the usual (N, C, H, W) layout,
-with explicit loops and nothing shared with ``nntrain.ops``. Pooling follows PyTorch's
-``MaxPool2d`` / ``AvgPool2d`` (window clipping and divisor as in its CPU kernel).
+The references (``nntrain.ops.reference``, imported as ``ref``) are written from the
+definitions, with explicit loops and nothing shared with the fast kernels.
 """
-
-import math
 
 import numpy as np
 import pytest
@@ -13,107 +10,9 @@ import pytest
 from nntrain.errors import ConfigError
 from nntrain.graph import Network
 from nntrain.layers.base import to_internal, to_public
+from nntrain.ops import reference as ref
 from nntrain.ops.im2col import pool_output_size
 from nntrain.registry import LAYERS
-
-
-# ----- plain references (N, C, H, W) ----------------------------------------------------
-def _pair(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
-
-
-def ref_conv(x, w, b, stride=1, padding=0, dilation=1, groups=1):
-    """y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o,c,i,j] xpad[n, g*Cin_g + c, oh*sh + i*dh, ow*sw + j*dw]."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    n, cin, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
-    xp = np.zeros((n, cin, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + wd] = x
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    y = np.zeros((n, cout, ho, wo))
-    cout_g = cout // groups
-    for o in range(cout):
-        g = o // cout_g
-        for oh in range(ho):
-            for ow in range(wo):
-                for c in range(cin_g):
-                    for i in range(kh):
-                        for j in range(kw):
-                            y[:, o, oh, ow] += w[o, c, i, j] * xp[:, g * cin_g + c, oh * sh + i * dh, ow * sw + j * dw]
-        if b is not None:
-            y[:, o] += b[o]
-    return y
-
-
-def ref_conv_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1):
-    """(dx, dw, db) by scattering each term of ``ref_conv`` back."""
-    (sh, sw), (ph, pw), (dh, dw_) = _pair(stride), _pair(padding), _pair(dilation)
-    n, cin, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
-    xp = np.zeros((n, cin, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph:ph + h, pw:pw + wd] = x
-    dxp = np.zeros_like(xp)
-    dw = np.zeros_like(w)
-    cout_g = cout // groups
-    _, _, ho, wo = dy.shape
-    for o in range(cout):
-        g = o // cout_g
-        for oh in range(ho):
-            for ow in range(wo):
-                for c in range(cin_g):
-                    for i in range(kh):
-                        for j in range(kw):
-                            r, q = oh * sh + i * dh, ow * sw + j * dw_
-                            dw[o, c, i, j] += np.sum(dy[:, o, oh, ow] * xp[:, g * cin_g + c, r, q])
-                            dxp[:, g * cin_g + c, r, q] += w[o, c, i, j] * dy[:, o, oh, ow]
-    return dxp[:, :, ph:ph + h, pw:pw + wd], dw, dy.sum(axis=(0, 2, 3))
-
-
-def ref_pool_out(size, k, s, p, ceil_mode):
-    out = (math.ceil if ceil_mode else math.floor)((size + 2 * p - k) / s) + 1
-    if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside input or left padding
-        out -= 1
-    return out
-
-
-def _windows(h, w, kernel, stride, padding, ceil_mode):
-    """Per output (oh, ow): input window clipped to the input, and the window size clipped to input+padding."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
-    ho, wo = ref_pool_out(h, kh, sh, ph, ceil_mode), ref_pool_out(w, kw, sw, pw, ceil_mode)
-    for oh in range(ho):
-        for ow in range(wo):
-            hs, ws = oh * sh - ph, ow * sw - pw
-            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
-            size_with_pad = (he - hs) * (we - ws)
-            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
-            yield oh, ow, (slice(hs, he), slice(ws, we)), size_with_pad, (ho, wo)
-
-
-def ref_pool(x, dy, kind, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """(y, dx) of PyTorch max / avg pooling; max routes dy to the first maximum in row-major order."""
-    stride = kernel if stride is None else stride
-    n, c, h, w = x.shape
-    y = dx = None
-    for oh, ow, (rows, cols), size_with_pad, (ho, wo) in _windows(h, w, kernel, stride, padding, ceil_mode):
-        if y is None:
-            y, dx = np.zeros((n, c, ho, wo)), np.zeros_like(x)
-        win = x[:, :, rows, cols]
-        g = dy[:, :, oh, ow] if dy is not None else np.zeros((n, c))
-        if kind == "max":
-            flat = win.reshape(n, c, -1)
-            first = flat.argmax(axis=2)  # argmax returns the first maximum
-            y[:, :, oh, ow] = flat.max(axis=2)
-            ww = win.shape[3]
-            for a in range(n):
-                for b in range(c):
-                    r, q = divmod(first[a, b], ww)
-                    dx[a, b, rows.start + r, cols.start + q] += g[a, b]
-        else:
-            div = size_with_pad if count_include_pad else win.shape[2] * win.shape[3]
-            y[:, :, oh, ow] = win.sum(axis=(2, 3)) / div
-            dx[:, :, rows, cols] += (g / div)[:, :, None, None]
-    return y, dx
 
 
 # ----- helpers ------------------------------------------------------------------------
@@ -155,13 +54,13 @@ def test_conv_matches_reference_forward_and_backward(cin, h, w, options):
     y = to_public(layer.forward(to_internal(x), True))
     kw = {k: options[k] for k in ("stride", "padding", "dilation", "groups") if k in options}
     b = layer.bias.value if layer.use_bias else None
-    expected = ref_conv(x, layer.weight.value, b, **kw)
+    expected = ref.conv2d(x, layer.weight.value, b, **kw)
     assert y.shape == expected.shape == (3, *out_shape)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
 
     dy = rng.standard_normal(y.shape)
     dx = to_public(layer.backward(to_internal(dy)))
-    ref_dx, ref_dw, ref_db = ref_conv_backward(x, layer.weight.value, dy, **kw)
+    ref_dx, ref_dw, ref_db = ref.conv2d_backward(x, layer.weight.value, dy, **kw)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-10, atol=1e-12)
     if layer.use_bias:
@@ -232,7 +131,7 @@ def test_conv_first_layer_skips_input_gradient_but_fills_weights():
     dy = rng.standard_normal(y.shape)
     layer.needs_input_grad = False
     assert layer.backward(to_internal(dy)) is None
-    _, ref_dw, ref_db = ref_conv_backward(x, layer.weight.value, dy, padding=1)
+    _, ref_dw, ref_db = ref.conv2d_backward(x, layer.weight.value, dy, padding=1)
     np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-10)
     np.testing.assert_allclose(layer.bias.grad, ref_db, rtol=1e-10)
 
@@ -247,7 +146,7 @@ def test_conv_reused_buffers_do_not_leak_between_batches():
     y2 = to_public(layer.forward(to_internal(x2), True))
     y3 = to_public(layer.forward(to_internal(x3), True))
     for x, y in ((x1, y1), (x2, y2), (x3, y3)):
-        np.testing.assert_allclose(y, ref_conv(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-10)
+        np.testing.assert_allclose(y, ref.conv2d(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-10)
 
 
 def test_conv_macs_and_shapes_of_cifar10_quick_trunk():
@@ -280,11 +179,64 @@ def test_small_network_matches_references():
     net = Network(spec, input_shape=(2, 8, 8), dtype=np.float64)
     c1, _, c2, _ = (n.layer for n in net.order)
     x = np.random.default_rng(0).standard_normal((3, 2, 8, 8))
-    h = ref_conv(x, c1.weight.value, c1.bias.value, padding=1)
-    h, _ = ref_pool(h, None, "max", 3, 2, ceil_mode=True)
-    h = ref_conv(h, c2.weight.value, c2.bias.value, padding=1, groups=2)
-    h, _ = ref_pool(h, None, "avg", 2, ceil_mode=True)
+    h = ref.conv2d(x, c1.weight.value, c1.bias.value, padding=1)
+    h, _ = ref.pool2d(h, None, "max", 3, 2, ceil_mode=True)
+    h = ref.conv2d(h, c2.weight.value, c2.bias.value, padding=1, groups=2)
+    h, _ = ref.pool2d(h, None, "avg", 2, ceil_mode=True)
     np.testing.assert_allclose(net.forward(x), h, rtol=1e-10, atol=1e-12)
+
+
+IM2COL_CASES = [
+    # (C, N, H, W, kernel, stride, padding, dilation)
+    (2, 3, 5, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (3, 2, 7, 8, (2, 4), (1, 2), (0, 2), (2, 1)),
+    (1, 2, 9, 9, (3, 3), (2, 2), (2, 2), (2, 2)),
+    (2, 1, 4, 4, (1, 1), (3, 3), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
+@pytest.mark.parametrize("c,n,h,w,kernel,stride,padding,dilation", IM2COL_CASES)
+def test_im2col_and_col2im_match_reference(c, n, h, w, kernel, stride, padding, dilation, threaded, monkeypatch):
+    """The strided-copy im2col and the slice-add col2im against the entry-by-entry loops."""
+    from nntrain.ops import parallel
+    from nntrain.ops.im2col import col2im, conv_output_size, im2col, pad
+
+    if threaded:
+        monkeypatch.setattr(parallel, "MIN_ELEMENTS", 0)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((c, n, h, w))
+    out_hw = tuple(conv_output_size(*a) for a in zip((h, w), kernel, stride, padding, dilation))
+    xp = pad(x, (padding[0], padding[0], padding[1], padding[1]))
+    expected = ref.im2col(x, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(im2col(xp, kernel, out_hw, stride, dilation), expected)
+    dcols = rng.standard_normal(expected.shape)
+    np.testing.assert_allclose(col2im(dcols, x.shape, kernel, out_hw, stride, padding, dilation),
+                               ref.col2im(dcols, x.shape, kernel, stride, padding, dilation), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("grid,offset,hw", [((6, 6), (1, 1), (4, 4)), ((7, 5), (0, 0), (3, 2)),
+                                            ((9, 8), (2, 2), (5, 4)), ((5, 7), (4, 6), (1, 1))])
+def test_fourier_transforms_match_numpy_fft_and_are_adjoint(grid, offset, hw):
+    """The Fourier convolution's DFTs-as-matmuls: ``analysis`` is rfft2 of the block placed on the
+    zero grid, ``synthesis`` inverts it on any crop, and the backward pass's ``*_adjoint``s are the
+    exact transposes (<A a, z> = <a, A^T z>)."""
+    from nntrain.ops import fourier
+
+    rng = np.random.default_rng(5)
+    block = rng.standard_normal((*hw, 3))
+    spec = fourier.analysis(block, grid, offset)
+    np.testing.assert_allclose(spec, ref.half_spectrum(block, grid, offset), rtol=1e-12, atol=1e-12)
+    placed = np.zeros((*grid, 3))
+    placed[offset[0]:offset[0] + hw[0], offset[1]:offset[1] + hw[1]] = block
+    crop = ((1, 0), (grid[0] - 1, grid[1]))  # rows 1.., all columns
+    np.testing.assert_allclose(fourier.synthesis(spec, grid, crop[0], crop[1]), placed[1:], rtol=1e-12, atol=1e-12)
+    z = rng.standard_normal(spec.shape)
+    np.testing.assert_allclose(np.vdot(spec, z), np.vdot(block, fourier.analysis_adjoint(z, grid, offset, hw)),
+                               rtol=1e-12)
+    d = rng.standard_normal((grid[0] - 1, grid[1], 3))
+    np.testing.assert_allclose(np.vdot(fourier.synthesis(z, grid, crop[0], crop[1]), d),
+                               np.vdot(z, fourier.synthesis_adjoint(d, grid, crop[0])), rtol=1e-12)
 
 
 # ----- pooling --------------------------------------------------------------------------
@@ -299,6 +251,8 @@ POOL_CASES = [
     (7, 9, {"kernel": [2, 3], "stride": [3, 2], "padding": [1, 0], "ceil_mode": True}),  # stride > kernel
     (5, 5, {"kernel": 5}),
     (9, 9, {"kernel": 4, "stride": 3, "padding": 2, "ceil_mode": True}),
+    (7, 7, {"kernel": 2}),  # windows side by side, the last row and column in none
+    (7, 8, {"kernel": 2, "stride": 3, "padding": 1}),  # gaps between the windows
 ]
 AVG_ONLY = [
     (6, 7, {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}),
@@ -311,11 +265,11 @@ def _check_pool(kind, h, w, options, dtype=np.float64, training=True):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 2, h, w))
     layer, y, _ = run_layer(f"{kind}pool2d", options, x, dtype=dtype, training=training)
-    ref_y, _ = ref_pool(x, None, kind, **options)
+    ref_y, _ = ref.pool2d(x, None, kind, **options)
     dy = rng.standard_normal(ref_y.shape)
     layer.needs_input_grad = True
     dx = to_public(layer.backward(to_internal(dy.astype(dtype))))
-    _, ref_dx = ref_pool(x, dy, kind, **options)
+    _, ref_dx = ref.pool2d(x, dy, kind, **options)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     assert y.dtype == dx.dtype == dtype
     np.testing.assert_allclose(y, ref_y, rtol=tol, atol=tol)
@@ -326,6 +280,24 @@ def _check_pool(kind, h, w, options, dtype=np.float64, training=True):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_maxpool_matches_reference(h, w, options, training):
     _check_pool("max", h, w, options, training=training)
+
+
+@pytest.mark.parametrize("h,w,options,route", [
+    (7, 7, {"kernel": 3, "stride": 2}, "scatter"),  # overlapping windows: one bincount scatter-add
+    (6, 6, {"kernel": 2}, "disjoint"),  # tiled: every input pixel in exactly one window
+    (7, 8, {"kernel": 2, "stride": 3, "padding": 1}, "disjoint"),  # gaps, padding, pixels in no window
+    (7, 9, {"kernel": [2, 3], "stride": [3, 2], "ceil_mode": True}, "scatter"),  # overlap along W only
+])
+def test_maxpool_backward_each_route_matches_reference(h, w, options, route, monkeypatch):
+    """max_pool_backward's two routes (scatter-add, or disjoint windows written in place), each
+    checked to be the route taken and to equal the loop reference."""
+    from nntrain.ops import pool
+
+    taken = []
+    disjoint = pool._disjoint_windows_backward
+    monkeypatch.setattr(pool, "_disjoint_windows_backward", lambda *a: taken.append(1) or disjoint(*a))
+    _check_pool("max", h, w, options)
+    assert bool(taken) == (route == "disjoint")
 
 
 @pytest.fixture(params=["offsets", "matrix"])
@@ -363,7 +335,7 @@ def test_ceil_mode_output_sizes_of_cifar10_quick():
                 for p in range(0, k // 2 + 1):
                     if k <= size + 2 * p:
                         for ceil in (False, True):
-                            assert pool_output_size(size, k, s, p, ceil) == ref_pool_out(size, k, s, p, ceil)
+                            assert pool_output_size(size, k, s, p, ceil) == ref.pool_output_size(size, k, s, p, ceil)
 
 
 def test_maxpool_known_answer_and_tie_rule():
@@ -523,11 +495,11 @@ def test_every_conv_algorithm_matches_reference(cin, h, w, options, algorithm, t
     y = to_public(layer.forward(to_internal(x), True))
     padding = options.get("padding", 0)
     b = layer.bias.value if layer.use_bias else None
-    np.testing.assert_allclose(y, ref_conv(x, layer.weight.value, b, padding=padding), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y, ref.conv2d(x, layer.weight.value, b, padding=padding), rtol=1e-9, atol=1e-11)
     dy = rng.standard_normal(y.shape)
     layer.needs_input_grad = True
     dx = to_public(layer.backward(to_internal(dy)))
-    ref_dx, ref_dw, ref_db = ref_conv_backward(x, layer.weight.value, dy, padding=padding)
+    ref_dx, ref_dw, ref_db = ref.conv2d_backward(x, layer.weight.value, dy, padding=padding)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)
     if layer.use_bias:
@@ -565,6 +537,8 @@ def test_matmul_split_over_threads_matches_numpy(a_shape, b_shape, transposed_ou
     else:
         out = parallel.matmul(a, b)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    if len(a_shape) == 3 or len(b_shape) == 3:  # the same stack as a batched_matmul (block per thread)
+        np.testing.assert_allclose(parallel.batched_matmul(a, b), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_keep_freed_memory_is_set_once_and_reports_it():
@@ -606,7 +580,7 @@ def test_auto_algorithm_is_chosen_per_pass_and_backward_follows_its_forward():
         y = to_public(layer.forward(to_internal(x), training))
         dy = rng.standard_normal(y.shape)
         dx = to_public(layer.backward(to_internal(dy)))
-        ref_dx, ref_dw, _ = ref_conv_backward(x, layer.weight.value, dy, padding=1)
+        ref_dx, ref_dw, _ = ref.conv2d_backward(x, layer.weight.value, dy, padding=1)
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-9, atol=1e-11)
         np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)
 
@@ -623,5 +597,5 @@ def test_fourier_weight_blocks_are_reused_only_while_the_weights_are_unchanged()
     layer.weight.value[0, 0, 1, 1] += 1.0  # an in-place change, as an optimizer step makes
     y2 = to_public(layer.forward(to_internal(x), False))
     assert layer._fourier_memo["wblk"] is not blocks
-    np.testing.assert_allclose(y2, ref_conv(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y2, ref.conv2d(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-9, atol=1e-11)
     assert not np.allclose(y1, y2)

@@ -1,7 +1,8 @@
 """Known answers and plain reference implementations for the non-convolution layers.
 
 Gradients are checked registry-wide in tests/test_layers.py; here the forward values are
-checked against numbers from the literature, ``math`` functions, and slow obvious loops.
+checked against numbers from the literature, ``math`` functions, and slow obvious loops
+(``nntrain.ops.reference``).
 """
 
 import math
@@ -13,6 +14,7 @@ from nntrain.errors import ConfigError
 from nntrain.graph import Network
 from nntrain.layers.activations import erf
 from nntrain.layers.base import batch_shape, to_internal, to_public
+from nntrain.ops import reference as ref
 from nntrain.registry import LAYERS
 
 
@@ -221,26 +223,13 @@ def test_layernorm_against_plain_reference(shape):
 
 
 # ----- local response normalisation ------------------------------------------------
-def _lrn_loop(x_nchw, size, alpha, beta, k):
-    n, c, h, w = x_nchw.shape
-    out = np.empty_like(x_nchw)
-    for i in range(n):
-        for ch in range(c):
-            lo, hi = max(0, ch - size // 2), min(c, ch + size // 2 + 1)
-            for r in range(h):
-                for q in range(w):
-                    s = sum(x_nchw[i, j, r, q] ** 2 for j in range(lo, hi))
-                    out[i, ch, r, q] = x_nchw[i, ch, r, q] / (k + alpha / size * s) ** beta
-    return out
-
-
 @pytest.mark.parametrize("options,channels", [({}, 7), ({"size": 3, "alpha": 0.3, "beta": 0.5, "k": 2.0}, 4),
                                               ({"size": 9, "alpha": 1.0}, 3)])
 def test_lrn_against_loop_reference(options, channels):
     x = np.random.default_rng(4).standard_normal((2, channels, 3, 2)) * 5
     layer = make("lrn", options, input_shapes=[(channels, 3, 2)])
     opts = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0, **options}
-    np.testing.assert_allclose(to_public(layer.forward(to_internal(x), True)), _lrn_loop(x, **opts), rtol=1e-13)
+    np.testing.assert_allclose(to_public(layer.forward(to_internal(x), True)), ref.lrn(x, **opts), rtol=1e-13)
 
 
 def test_lrn_rejects_even_size():

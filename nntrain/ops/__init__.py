@@ -9,6 +9,10 @@ image array here is channel-major ``(C, N, H, W)`` (see ``nntrain.layers.base``)
 - ``fourier``: stride-1 convolution as per-frequency channel products (DFTs as matmuls).
 - ``parallel``: the thread pool that runs memory-bound kernels and stacks of small
   products over blocks of samples / channels / frequencies on all cores.
+- ``reference``: the slow, obviously correct loop versions of these kernels, written from
+  the definitions (conventions in its docstring); the tests compare every fast path
+  against them (tests/test_conv_pool.py). Read them first: the fast kernel must equal that.
+  nntrain never imports them.
 """
 
 from .conv import conv2d_backward, conv2d_forward  # noqa: F401
