@@ -121,8 +121,8 @@ def test_help_is_complete_and_imports_no_numpy():
 def test_commands_set_openblas_spin_timeout_before_numpy_loads():
     """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when numpy loads it (see nntrain.openblas_env)."""
     code = ("import os, sys\n"
-            "from nntrain.cli import _handle_errors\n"
-            "@_handle_errors\n"
+            "from nntrain.cli.common import handle_errors\n"
+            "@handle_errors\n"
             "def command(debug=False):\n"
             "    return os.environ.get('OPENBLAS_THREAD_TIMEOUT'), 'numpy' in sys.modules\n"
             "print(*command())")

@@ -1,4 +1,5 @@
-"""The ``nntrain sweep``, ``compare`` and ``plot`` commands (added to the group in cli.py).
+"""``nntrain sweep`` (many runs of one experiment), ``compare`` (a table of runs) and
+``plot`` (their curves in one PNG).
 
 Only click and the standard library are imported here; the work happens in
 nntrain.sweep, nntrain.compare and nntrain.plot, imported when a command runs.
@@ -6,25 +7,11 @@ nntrain.sweep, nntrain.compare and nntrain.plot, imported when a command runs.
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
 
-
-def _errors(fn):
-    """nntrain errors -> one message and an exit code, as in cli.py (imported late: cli imports us)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .cli import _handle_errors
-
-        return _handle_errors(fn)(*args, **kwargs)
-
-    return wrapper
-
-
-debug_option = click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+from .common import debug_option, handle_errors
 
 
 @click.command()
@@ -50,7 +37,7 @@ debug_option = click.option("--debug", is_flag=True, help="Show the full traceba
                    "instead of running.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the one-line result of each trial and the total.")
 @debug_option
-@_errors
+@handle_errors
 def sweep(config, grids, overrides, n_random, params, seed, jobs, sweep_dir, print_commands, emit, quiet, debug):
     """Run CONFIG many times with keys varied (grid / random search).
 
@@ -70,9 +57,9 @@ def sweep(config, grids, overrides, n_random, params, seed, jobs, sweep_dir, pri
       nntrain sweep ... --print-commands > /dev/null; parallel -j 2 < SWEEP/commands.txt
       nntrain sweep ... --emit slurm; sbatch SWEEP/sweep.slurm
     """
-    from . import validate as v
-    from .sweep import (available_cores, blas_threads, pending_commands, plan_sweep, run_local, write_commands,
-                        write_manifest, write_slurm)
+    from .. import validate as v
+    from ..sweep import (blas_threads, pending_commands, plan_sweep, run_local, write_commands, write_manifest,
+                         write_slurm)
 
     if jobs is not None:
         v.positive_int(jobs, "--jobs")
@@ -80,7 +67,7 @@ def sweep(config, grids, overrides, n_random, params, seed, jobs, sweep_dir, pri
     note = f" ({plan.dropped} duplicate random draws dropped)" if plan.dropped else ""
     if print_commands or emit:
         plan.directory.mkdir(parents=True, exist_ok=True)
-        threads = blas_threads(jobs, available_cores()) if (jobs and print_commands and not emit) else None
+        threads = blas_threads(jobs) if (jobs and print_commands and not emit) else None
         commands, counts = pending_commands(plan, threads)
         write_manifest(plan)
         path = write_commands(plan, commands)
@@ -109,7 +96,7 @@ def sweep(config, grids, overrides, n_random, params, seed, jobs, sweep_dir, pri
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (all columns, full precision, run paths).")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout (a list of runs).")
 @debug_option
-@_errors
+@handle_errors
 def compare(paths, sort_by, reverse, as_csv, as_json, debug):
     """Table of runs: differing config keys and results.
 
@@ -121,8 +108,8 @@ def compare(paths, sort_by, reverse, as_csv, as_json, debug):
     import csv
     import json
 
-    from .compare import collect_runs, compare_rows, format_table, plain, resolve_column, sort_rows, table_columns
-    from .errors import ConfigError
+    from ..compare import collect_runs, compare_rows, format_table, plain, resolve_column, sort_rows, table_columns
+    from ..errors import ConfigError
 
     if as_csv and as_json:
         raise ConfigError("--csv and --json: choose one output format")
@@ -149,7 +136,7 @@ def compare(paths, sort_by, reverse, as_csv, as_json, debug):
 @click.option("--title", default=None, help="Figure title [default: the runs].")
 @click.option("--linear", is_flag=True, help="Error panels on a linear axis from 0 [default: log].")
 @debug_option
-@_errors
+@handle_errors
 def plot(paths, output, title, linear, debug):
     """Training curves of runs, overlaid, in one PNG.
 
@@ -158,6 +145,6 @@ def plot(paths, output, title, linear, debug):
 
     PATHS are run directories, sweep directories (all their trials) or folders of them.
     """
-    from .plot import plot_runs
+    from ..plot import plot_runs
 
     click.echo(str(plot_runs(paths, output, title=title, log_errors=not linear)))
