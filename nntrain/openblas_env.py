@@ -4,12 +4,11 @@ After each threaded product, OpenBLAS's worker threads keep spinning on their co
 waiting for the next one, for up to 2**THREAD_TIMEOUT clock ticks (2**28 by default:
 ~0.1 s) before they sleep. nntrain runs everything else, convolution products included
 (``ops.parallel.matmul``), on its own thread pool; a worker left spinning by a linear
-layer's product takes one of the cores that pool is about to use. Measured on 2 cores:
-a convolution-sized product split over the pool took 5.7 ms alone and 9.4-11.4 ms right
-after a threaded OpenBLAS product; with the timeout at 2**16 ticks (~25 us, still long
-enough to bridge back-to-back products) 5.2-5.5 ms, and the cifar10_quick training step
-went from 973 to 1481 images/s in the benchmark. A spinning worker also slowed PyTorch
-when it ran next in the same process.
+layer's product takes one of the cores that pool is about to use, and the pool's next
+product then runs markedly slower. With the timeout at 2**16 ticks (~25 us, still
+long enough to bridge back-to-back products) the workers are asleep by then (timings in
+bench/RESULTS.md). A spinning worker also slowed PyTorch when it ran next in the same
+process.
 
 OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` (log2 of the ticks, clamped to 4..30) once,
 when it is loaded, so ``nntrain`` commands and ``bench/speed.py`` call

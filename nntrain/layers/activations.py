@@ -140,7 +140,7 @@ class ReLU(_Elementwise):
         return y
 
     def backward(self, dy):
-        # a multiply by the 0/1 mask: np.where with a random mask is 8x slower (branches)
+        # a multiply by the 0/1 mask: np.where with a random mask is much slower (branches)
         return np.multiply(dy, self._cache_y > 0, dtype=dy.dtype) if self.needs_input_grad else None
 
 
@@ -290,9 +290,8 @@ def _elementwise_blocks(flat: np.ndarray, fn) -> None:
 
     Each thread's block is further cut into chunks of ``ELEMENTWISE_CHUNK``, so the several
     passes ``fn`` makes (GELU's tanh form: nine) run over data still in cache instead of
-    streaming the whole block through memory each time: GELU of 24x256x31x31 at 2
-    threads, 8.3-9.0 ms unchunked, 5.9-6.4 ms in chunks of 128K-512K elements (more
-    per-call overhead below: 10.9 ms at 16K).
+    streaming the whole block through memory each time. Chunks of 128K-512K elements
+    timed best (bench/RESULTS.md): smaller ones lose the gain to per-call overhead.
     """
     def block(lo, hi):
         for start in range(lo, hi, ELEMENTWISE_CHUNK):

@@ -7,7 +7,7 @@ import numpy as np
 from .. import validate as v
 from ..errors import ConfigError
 from ..initializers import make_initializer
-from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.conv import CHUNK_BYTES, conv2d_backward, conv2d_forward
 from ..ops.fourier import fourier_conv_backward, fourier_conv_forward, fourier_macs
 from ..ops.im2col import conv_output_size
 from ..registry import LAYERS
@@ -32,12 +32,11 @@ class Conv2d(Layer):
     ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
     dilation 1, one group), or ``auto`` (default): fourier where it applies and its
     multiply-adds are at most a share of the direct ones -- 0.8 for a training step that
-    also needs the input gradient (``FOURIER_SHARE``; 128->128 channels at 3x3, ratio
-    0.79, trains in 24 ms by im2col and 15 ms by fourier at batch 256), 1/2 for a forward
-    pass alone or with the weight gradient only (``FOURIER_SHARE_NO_DX``: there the
-    transforms weigh more, e.g. 32->128 channels at 15x15, ratio 0.56, infers in 28 ms by
-    im2col and 40 ms by fourier). Measured per layer in ``bench/RESULTS.md``. So 5x5 "same" convolutions with 32+ input channels run
-    3-4x faster by fourier, and a first layer with 1-3 input channels by im2col. The
+    also needs the input gradient (``FOURIER_SHARE``), 1/2 for a forward pass alone or
+    with the weight gradient only (``FOURIER_SHARE_NO_DX``: without the input gradient's
+    product the transforms weigh more). Both shares were set from per-layer timings of the
+    two routes (``bench/RESULTS.md``). So 5x5 "same" convolutions with 32+ input channels
+    go by fourier, and a first layer with 1-3 input channels by im2col. The
     choice is made per pass from the mode and ``needs_input_grad``, never from timings,
     so a run stays reproducible. Both compute the same function (to float rounding);
     ``macs`` always counts the direct multiply-adds.
@@ -84,13 +83,27 @@ class Conv2d(Layer):
     def _fourier_applies(self) -> bool:
         return self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
 
-    def build(self, input_shapes, rng, dtype):
+    def param_shapes(self, input_shapes):
         (shape,) = input_shapes
         expect_rank(shape, 3, "an image (C, H, W)")
-        cin, h, w = shape
+        cin = shape[0]
         if cin % self.groups:
             raise ConfigError(f"input channels {cin} (input shape {tuple(shape)}) are not divisible by "
                               f"groups={self.groups}")
+        shapes = {"weight": (self.out_channels, cin // self.groups, *self.kernel)}
+        return {**shapes, "bias": (self.out_channels,)} if self.use_bias else shapes
+
+    def workspace_bytes(self, input_shapes, output_shape, itemsize):
+        """The im2col chunk: ``CHUNK_BYTES``, or one sample's cols if larger (ops.conv)."""
+        if self.algorithm == "fourier" or (self.kernel, self.stride, self.padding) == ((1, 1), (1, 1), (0, 0)):
+            return 0
+        cols = input_shapes[0][0] * self.kernel[0] * self.kernel[1] * output_shape[1] * output_shape[2]
+        return max(CHUNK_BYTES, cols * itemsize)
+
+    def build(self, input_shapes, rng, dtype):
+        wshape = self.param_shapes(input_shapes)["weight"]
+        (shape,) = input_shapes
+        cin, h, w = shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         ho, wo = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
         if ho < 1 or wo < 1:
@@ -99,7 +112,6 @@ class Conv2d(Layer):
                 f"the padded input {h + 2 * ph}x{w + 2 * pw} (input shape {tuple(shape)}, padding {ph}x{pw}); "
                 f"the output would be {ho}x{wo}")
         cin_g, cout_g = cin // self.groups, self.out_channels // self.groups
-        wshape = (self.out_channels, cin_g, kh, kw)
         fan_in, fan_out = cin_g * kh * kw, cout_g * kh * kw
         self.weight = Parameter(self.init(wshape, fan_in, fan_out, rng, dtype))
         if self.use_bias:

@@ -30,13 +30,18 @@ class Linear(Layer):
         self.weight = self.bias = None
         self._cache_x = None
 
-    def build(self, input_shapes, rng, dtype):
+    def param_shapes(self, input_shapes):
         (shape,) = input_shapes
         expect_rank(shape, 1, "a flat (features) — add a flatten layer before it —")
-        fan_in = shape[0]
-        self.weight = Parameter(self.init((self.out_features, fan_in), fan_in, self.out_features, rng, dtype))
+        shapes = {"weight": (self.out_features, shape[0])}
+        return {**shapes, "bias": (self.out_features,)} if self.use_bias else shapes
+
+    def build(self, input_shapes, rng, dtype):
+        shapes = self.param_shapes(input_shapes)
+        fan_in = input_shapes[0][0]
+        self.weight = Parameter(self.init(shapes["weight"], fan_in, self.out_features, rng, dtype))
         if self.use_bias:
-            self.bias = Parameter(self.bias_init((self.out_features,), fan_in, self.out_features, rng, dtype),
+            self.bias = Parameter(self.bias_init(shapes["bias"], fan_in, self.out_features, rng, dtype),
                                   decay=False)
         return (self.out_features,)
 
@@ -51,12 +56,11 @@ class Linear(Layer):
 
     def forward(self, x, training):
         self._cache_x = x
-        # y^T = W x^T, returned as its transposed view: OpenBLAS runs the product with the
-        # features, not the batch, as output rows 1.2-1.4x faster (3072 -> 512 at batch 100:
-        # 1.7-1.8 ms against 2.2-2.6 ms for x W^T), and a next linear layer then gets a
-        # contiguous x^T. OpenBLAS's own threads, not ops.parallel.matmul: here the shared
-        # operand (the batch, or the weights) is as large as the split one, and each block
-        # would pack it again (MLP inference at 2 threads: 15% slower split).
+        # y^T = W x^T, returned as its transposed view: OpenBLAS runs the product faster with
+        # the features, not the batch, as output rows (bench/RESULTS.md), and a next linear
+        # layer then gets a contiguous x^T. OpenBLAS's own threads, not ops.parallel.matmul:
+        # here the shared operand (the batch, or the weights) is as large as the split one,
+        # and each block would pack it again (slower split).
         y = np.matmul(self.weight.value, x.T).T
         if self.use_bias:
             y += self.bias.value

@@ -14,7 +14,7 @@ As matrices, with cols = im2col(x) (Cin*Kh*Kw, M), M = N*Ho*Wo, and per group g
     y_g = W_g @ cols_g          dW_g^T = cols_g @ dy_g^T      dcols_g = W_g^T @ dy_g
     db  = dy summed over (N, Ho, Wo)                           dx = col2im(dcols)
 
-(dW is computed transposed: OpenBLAS runs the tall-skinny product cols @ dy^T 1.2-2x
+(dW is computed transposed: OpenBLAS runs the tall-skinny product cols @ dy^T
 faster than dy @ cols^T for these shapes.) All groups go through one stacked
 product (G, ., .) @ (G, ., .), so there is no Python loop over groups either.
 
@@ -24,11 +24,10 @@ threads with one BLAS thread each (``parallel.blas_for``). cols is never built f
 whole batch (it is Kh*Kw times the input: 212 MB for airbench's 24->32 3x3 layer at
 batch 256), so it is written and read back while still in cache instead of through main
 memory, and the backward pass redoes the chunk's im2col from the input rather than
-keeping cols from the forward pass. Measured at 2 threads, inference, against one
-im2col of the whole batch and one product split over the threads: 24->32 3x3 at 31x31,
-batch 256: 50.7 -> 32.1 ms; 32->128 3x3 at 15x15: 34.1 -> 26.6 ms; 32->32 5x5 at 16x16,
-batch 100: 21.5 -> 13.4 ms. dW is summed over the chunks of each thread, then over the
-threads in a fixed order (reproducible for a given thread count).
+keeping cols from the forward pass (faster than one im2col of the whole batch and one
+product split over the threads: timings in bench/RESULTS.md). dW is summed over the
+chunks of each thread, then over the threads in a fixed order (reproducible for a given
+thread count).
 
 Stride 1 with 0 <= P <= D(K-1) ("same" padding and the like) takes a faster route to
 dx: the input gradient of a stride-1 convolution is itself a stride-1 convolution,

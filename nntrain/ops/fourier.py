@@ -25,10 +25,11 @@ complex product conj(Wf) X is then one real product with the block matrix
 so the forward, dx and dW are three batched real matmuls (G = F products each):
 Y = Wblk X, dX = Wblk^T dY, dWblk = dY X^T. Every DFT is separable, a product with a
 small matrix along W then along H, batched so that BLAS does all the work (pocketfft's
-per-row calls are ~7x slower at these sizes); the stacks of products are spread over
-nntrain's threads with one BLAS thread each (``batched_matmul``). Zero padding and cropping are folded into
-the matrices (only the columns of real input pixels and the rows of kept outputs), and
-the backward pass multiplies by the *transposes* of the very matrices the forward used,
+per-row calls are much slower at these sizes, bench/RESULTS.md); the stacks of products
+are spread over nntrain's threads with one BLAS thread each (``batched_matmul``). Zero
+padding and cropping are folded into the matrices (only the columns of real input
+pixels and the rows of kept outputs), and the backward pass multiplies by the
+*transposes* of the very matrices the forward used,
 so the gradients are exact adjoints of the forward map (the float64 gradient checks
 hold to rounding).
 """
@@ -148,7 +149,7 @@ def _to_pixel_major(x: np.ndarray) -> np.ndarray:
     c, n, h, w = x.shape
     src, out = x.reshape(c * n, h * w), np.empty((h * w, c * n), x.dtype)
 
-    def block(lo, hi):  # in tiles of 256 columns: a plain transposed copy of a big array is ~2x slower
+    def block(lo, hi):  # in tiles of 256 columns: a plain transposed copy of a big array is slower (cache)
         for j in range(lo, hi, 256):
             k = min(j + 256, hi)
             out[:, j:k] = src[j:k].T
@@ -162,7 +163,7 @@ def _to_channel_major(a: np.ndarray, c: int, n: int) -> np.ndarray:
     h, w = a.shape[:2]
     src, out = a.reshape(h * w, c * n), np.empty((c * n, h * w), a.dtype)
 
-    def block(lo, hi):  # in 1024 x 16 tiles: 3.5x faster than one transposed copy when C*N is large
+    def block(lo, hi):  # in 1024 x 16 tiles: faster than one transposed copy when C*N is large (cache)
         for j in range(lo, hi, 1024):
             k = min(j + 1024, hi)
             for i in range(0, h * w, 16):
@@ -191,7 +192,7 @@ def fourier_conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
     ``memo``, a dict the caller keeps between calls, saves the weight blocks with a copy of
     the weights they came from, and reuses them while the weights are bit for bit the same
     (one comparison of the small weight array): in inference the weights do not change,
-    and their transform and block layout cost ~3 ms a call for 128->128 channels at 7x7.
+    and their transform and block layout are a measurable part of a deep layer's call.
     """
     cin, n, h, w = x.shape
     cout, _, kh, kw = weight.shape

@@ -4,9 +4,8 @@ A training step allocates and frees the same large arrays every iteration (activ
 im2col matrices, gradients: tens to hundreds of MB each at batch 1024). glibc serves
 blocks above its mmap threshold (dynamic, at most 32 MB by default) with fresh
 ``mmap`` calls and unmaps them when freed, so every step page-faults -- and the kernel
-zeroes -- all of that memory again. Measured on the airbench net at batch 1024, 2
-threads: 2.64 s a step with the defaults, 2.00 s with freed blocks kept (1.05x at
-batch 256). Raising the mmap and trim thresholds keeps freed blocks in the heap for the
+zeroes -- all of that memory again, a large share of a big-batch step (timings in
+bench/RESULTS.md). Raising the mmap and trim thresholds keeps freed blocks in the heap for the
 next step, as PyTorch's caching allocator does. The peak is unchanged (the same arrays
 are alive at the peak); the resident size just no longer shrinks between steps.
 """

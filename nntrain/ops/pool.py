@@ -11,9 +11,9 @@ enough extra rows/columns at the bottom/right for every window to fit:
 - average pooling sums the zero-padded window, times a precomputed inverse count
   (``avg_pool_inverse_counts``). Zeros add nothing, so no padded copy is made: each
   kernel offset adds (and, backward, receives) only over the windows where it lies
-  inside the input (``_offset_views``), 0.75-0.9x the time of the padded version on
-  cifar10_quick's 3x3/2 ceil-mode pools. (Max pooling keeps its padded copy: there the
-  argmax bookkeeping on the ragged regions cost more than the copy saves.)
+  inside the input (``_offset_views``), which is cheaper than the padded version
+  (timings in bench/RESULTS.md). (Max pooling keeps its padded copy: there the argmax
+  bookkeeping on the ragged regions cost more than the copy saves.)
 
 Each forward kernel is a loop over the Kh*Kw offsets of one strided numpy operation
 over all channels and output pixels of a block of samples (``np.maximum`` over strided
@@ -195,10 +195,11 @@ def avg_pool_matrix(in_hw: tuple, kernel: tuple, stride: tuple, padding: tuple, 
     Average pooling of small planes as one matrix product, (C*N, H*W) @ M: the offset-wise
     passes work on rows of only Wo pixels there (cifar10_quick's 8x8 -> 4x4 pool: rows of
     4), where numpy's per-row overhead costs more than the product's H*W multiply-adds
-    per output at BLAS speed. Measured at 2 threads, 32 channels, batch 100, 3x3/2 ceil
-    mode, forward + backward, offset-wise -> matrix: 16x16 planes 5.9 -> 2.3 ms, 24x24
-    7.1 -> 6.8 ms, 32x32 10.7 -> 18.4 ms; cifar10_quick's two pools (16x16 and 8x8) 6.5 ->
-    1.6 ms. Hence the layer's threshold of 256 pixels (``AvgPool2d.MATRIX_MAX_PIXELS``)."""
+    per output at BLAS speed. The product's work grows with the square of the plane (every
+    pixel times every output) and the offset-wise passes' with the plane itself, so the
+    matrix wins on small planes only: timed on 16x16 to 32x32 planes (bench/RESULTS.md),
+    it breaks even at about 24x24 and loses at 32x32, hence the layer's threshold of 256
+    pixels, 16x16 (``AvgPool2d.MATRIX_MAX_PIXELS``)."""
     (h, w), (ho, wo), (kh, kw) = in_hw, out_hw, kernel
     m = np.zeros((h, w, ho, wo), inverse_counts.dtype)
     oh, ow = np.arange(ho)[:, None], np.arange(wo)[None, :]
