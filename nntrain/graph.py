@@ -39,6 +39,23 @@ _GRAPH_KEYS = ("name", "inputs", "params", "trainable")
 _PARAM_OPTIONS = ("lr_mult", "decay_mult", "trainable")
 
 
+def node_names(spec) -> list:
+    """The name of each node spec in order: its ``name``, else ``<type>_<k>`` for the k-th
+    node of that type (from 1, named nodes counted too); None for an item that is not a
+    mapping with a ``type``. The one naming rule: ``nntrain show`` prints these names, and
+    ``--set model.NAME.key=...`` finds layers by them."""
+    counts, names = {}, []
+    for item in spec:
+        if not isinstance(item, dict) or "type" not in item:
+            names.append(None)
+            continue
+        type_name = item["type"]
+        key = type_name if isinstance(type_name, str) else repr(type_name)
+        counts[key] = counts.get(key, 0) + 1
+        names.append(item.get("name", f"{type_name}_{counts[key]}"))
+    return names
+
+
 class Node:
     __slots__ = ("name", "layer", "inputs", "output_shape", "input_shapes", "macs", "index")
 
@@ -76,16 +93,14 @@ class Network:
 
     # ----- building ------------------------------------------------------------------
     def _make_nodes(self, spec) -> list[Node]:
-        nodes, counts, names = [], {}, set()
-        for i, item in enumerate(spec):
+        nodes, names = [], set()
+        for i, (item, name) in enumerate(zip(spec, node_names(spec))):
             where = f"model[{i}]"
             if not isinstance(item, dict):
                 raise ConfigError(f"{where}: expected a mapping like {{type: conv2d, ...}}, received {item!r}")
             if "type" not in item:
                 raise ConfigError(f"{where}: missing 'type' (known: {', '.join(LAYERS.names())})")
             type_name = item["type"]
-            counts[type_name] = counts.get(type_name, 0) + 1
-            name = item.get("name", f"{type_name}_{counts[type_name]}")
             if not isinstance(name, str) or not name or name == INPUT:
                 raise ConfigError(f"{where}: invalid layer name {name!r} ('{INPUT}' is reserved)")
             if name in names:
