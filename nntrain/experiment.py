@@ -1,7 +1,7 @@
-"""Build everything an experiment needs from its resolved config, and score a model.
+"""Build everything an experiment needs from its resolved config.
 
 Shared by ``fit`` (train.py), ``eval``, ``show`` and ``gradcheck`` so that all of them
-construct the data pipeline and the network the same way.
+construct the data pipeline and the network the same way. Scoring is in nntrain.evaluate.
 """
 
 from __future__ import annotations
@@ -83,60 +83,3 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
         # the first n training images, preprocessed as the network sees them at evaluation
         network.initialize_from_data(augment.for_eval()(normalizer.apply(data.train.x[:n]), None))
     return Experiment(config, data, normalizer, augment, network, make_loss(config["loss"]))
-
-
-def predict(exp: Experiment, x_uint8: np.ndarray, *, tta: str = "none", batch_size: int = 500,
-            padding: int = 4) -> np.ndarray:
-    """Class probabilities (N, K) for raw images, in eval mode, with test-time augmentation.
-
-    With ``tta: none`` the probabilities are the softmax of the logits of the
-    eval-transformed (e.g. centre-cropped) images; otherwise the mean softmax over
-    the views (see nntrain.data.tta).
-    """
-    from .data import predict_proba
-
-    net = exp.network
-    h, w = net.input_shape[-2:] if len(net.input_shape) == 3 else (None, None)
-    eval_tf = exp.augment.for_eval()
-    out = []
-    for lo in range(0, len(x_uint8), batch_size):
-        x = exp.normalizer.apply(x_uint8[lo:lo + batch_size])
-        if tta == "none":
-            x = eval_tf(x, None)
-        out.append(predict_proba(lambda b: net.forward(b, training=False), x, tta,
-                                 input_size=None if h is None else (h, w), padding=padding,
-                                 batch_size=batch_size))
-    return np.concatenate(out) if out else np.zeros((0, exp.data.num_classes), np.float32)
-
-
-def evaluate_split(exp: Experiment, split, *, batch_size: int = 500, tta: str = "none", padding: int = 4) -> dict:
-    """Loss, error and predictions of the current weights on ``split`` (eval mode).
-
-    Without TTA the loss is the experiment's loss on the logits (what training
-    minimises); with TTA it is the cross-entropy of the averaged probabilities.
-    """
-    net, loss = exp.network, exp.loss
-    n = len(split)
-    if tta != "none":
-        proba = predict(exp, split.x, tta=tta, batch_size=batch_size, padding=padding)
-        pred = proba.argmax(axis=1)
-        p_true = proba[np.arange(n), split.y]
-        loss_value = float(-np.mean(np.log(np.maximum(p_true, 1e-12), dtype=np.float64)))  # ok: N scalars, once per evaluation
-        return {"loss": loss_value, "error": float(np.mean(pred != split.y)), "predictions": pred, "n": n}
-    eval_tf = exp.augment.for_eval()
-    preds, total_loss = [], 0.0
-    for lo in range(0, n, batch_size):
-        x = eval_tf(exp.normalizer.apply(split.x[lo:lo + batch_size]), None)
-        y = split.y[lo:lo + batch_size]
-        logits = net.forward(x, training=False)
-        total_loss += loss.forward(logits, y) * len(y)
-        preds.append(logits.argmax(axis=1))
-    net.clear()
-    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-    return {"loss": total_loss / max(n, 1), "error": float(np.mean(pred != split.y)) if n else float("nan"),
-            "predictions": pred, "n": n}
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """counts[i, j] = samples of class i predicted as j."""
-    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, Adam, AdamW, RMSprop) and weight averaging (EMA, Lookahead).
+"""Optimizers (SGD, Adam, AdamW, RMSprop); weight averaging (EMA, Lookahead) is in nntrain.averaging.
 
 ``opt = make_optimizer({type: sgd, lr: 0.01, momentum: 0.9}, params)``; each iteration
 the training loop sets ``opt.lr`` (from the schedule), runs backward, then ``opt.step()``.
@@ -23,15 +23,12 @@ An optimizer whose update is elementwise and written as ``_apply`` on plain arra
 (SGD) updates a large parameter (>= ``CHUNKED_MIN`` elements) in chunks of ``CHUNK``
 elements spread over nntrain's threads (numpy runs each elementwise pass on one core).
 Every element sees exactly the same operations, so the result is bit-identical to the
-one-call update. Measured on the MLP 3072-512-256-10 (1.7M weights, SGD with momentum
-and weight decay) at 2 threads: 1.45 ms a step in one call per pass, 0.8-1.0 ms in
-chunks of 128K-256K elements (smaller chunks lose it again to per-call overhead: 2.6 ms
-at 16K).
+one-call update. Chunks of 128K-256K elements timed best (bench/RESULTS.md): smaller
+ones lose the gain to per-call overhead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -453,182 +450,3 @@ class RMSprop(Optimizer):
 def make_optimizer(spec, params) -> Optimizer:
     """An Optimizer from ``{type: sgd, lr: ..., **options}`` over ``params`` (see the module docstring)."""
     return build_from_spec(OPTIMIZERS, spec, "optimizer", params=params)
-
-
-# ----- weight averaging ----------------------------------------------------------------
-class _ParamCopies(Configurable):
-    """Shared by WeightAverage and Lookahead: one float copy per trainable parameter,
-    a counter, and their save/restore under ``<prefix>/<copy name>/<param key>``."""
-
-    context_args = ("params",)
-    prefix = "?"
-    copy_name = "?"
-    counter_name = "?"
-
-    def _init_copies(self, params) -> None:
-        self.params = [(k, p) for k, p in named_params(params) if p.trainable]
-        self.copies = [p.value.copy() for _, p in self.params]
-        self.count = 0
-        self._work = _Workspace(max((p.size for _, p in self.params), default=0))
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        out = {f"{self.prefix}/{self.counter_name}": np.array(self.count, np.int64)}
-        for (key, _), c in zip(self.params, self.copies):
-            out[f"{self.prefix}/{self.copy_name}/{key}"] = c.copy()
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        expected = {f"{self.prefix}/{self.copy_name}/{key}": c for (key, _), c in zip(self.params, self.copies)}
-        counter = f"{self.prefix}/{self.counter_name}"
-        _check_state_arrays(self.prefix, state, {**expected, counter: np.zeros((), np.int64)})
-        for key, c in expected.items():
-            c[...] = state[key]
-        self.count = int(state[counter])
-
-
-class WeightAverage(_ParamCopies):
-    """Exponential moving average of the trainable parameters, to evaluate with.
-
-    Every ``every`` optimizer steps (``update(step)`` with step % every == 0)::
-
-        d = decay, or with warmup  d = min(decay, (1 + n) / (10 + n))   (n = averages taken so far)
-        avg <- d avg + (1 - d) w
-
-    ``avg`` starts as a copy of the weights. The warm-up (TensorFlow's
-    ExponentialMovingAverage with num_updates) lets early averages follow the fast-moving
-    weights instead of remembering the initialisation. Only Parameters are averaged:
-    buffers such as batch-norm running statistics are not (re-estimate them, or accept
-    the statistics of the live weights).
-
-    ``with ema.averaged(): evaluate(...)`` swaps the averages in and back out (exact
-    copies, so training continues bit for bit); ``swap()`` does one exchange.
-    """
-
-    prefix, copy_name, counter_name = "ema", "average", "updates"
-
-    def __init__(self, params, decay: float = 0.999, every: int = 1, warmup: bool = True):
-        self.decay = v.probability(decay, "decay")
-        self.every = v.positive_int(every, "every")
-        self.warmup = v.boolean(warmup, "warmup")
-        self._init_copies(params)
-
-    def update(self, step: int) -> bool:
-        """Average in the current weights if ``step`` (optimizer steps done) is a multiple of ``every``."""
-        if step % self.every:
-            return False
-        n = self.count
-        d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
-        for (_, p), avg in zip(self.params, self.copies):
-            tmp = self._work.get(0, avg)
-            np.subtract(p.value, avg, out=tmp)
-            tmp *= 1 - d
-            avg += tmp
-        self.count = n + 1
-        return True
-
-    def swap(self) -> None:
-        """Exchange the live weights and the averages (call again to undo)."""
-        for (_, p), avg in zip(self.params, self.copies):
-            tmp = self._work.get(0, avg)
-            np.copyto(tmp, p.value)
-            np.copyto(p.value, avg)
-            np.copyto(avg, tmp)
-
-    @contextlib.contextmanager
-    def averaged(self):
-        """Context in which the parameters hold the averaged weights."""
-        self.swap()
-        try:
-            yield self
-        finally:
-            self.swap()
-
-
-class Lookahead(_ParamCopies):
-    """Lookahead (Zhang et al. 2019) around any optimizer: call ``update(step)`` after each step.
-
-    Slow weights phi; from optimizer step ``start_step`` on, every k-th step::
-
-        phi <- phi + alpha_t (w - phi);   w <- phi
-
-    phi starts as a copy of the weights w: of the initial weights when ``start_step`` is
-    0, else of the weights after step ``start_step``. ``alpha_t = alpha`` (the paper), or
-    with ``decay`` the schedule of airbench (Jordan 2024), an EMA that averages little
-    early and strongly at the end::
-
-        alpha_t = 1 - decay**k * (t / T)**power     (t = steps done, T = ``total_steps``)
-
-    ``sync()`` sets w <- phi without moving phi (the trainer calls it at each epoch end,
-    so that evaluation and the final weights are the slow ones). The inner optimizer's
-    state (momentum) is kept across synchronisations. Only Parameters are averaged, not
-    buffers (batch-norm statistics follow the live weights).
-    """
-
-    prefix, copy_name, counter_name = "lookahead", "slow", "steps"
-    context_args = ("params", "total_steps")
-
-    def __init__(self, params, k: int = 5, alpha: float = 0.5, decay: float | None = None, power: float = 0.0,
-                 start_step: int = 0, total_steps: int | None = None):
-        self.k = v.positive_int(k, "k")
-        self.alpha = v.real(alpha, "alpha", min_value=0.0, max_value=1.0, min_open=True)
-        self.decay = None if decay is None else v.probability(decay, "decay")
-        self.power = v.non_negative(power, "power")
-        self.start_step = v.integer(start_step, "start_step", min_value=0)
-        self.total_steps = None if total_steps is None else v.positive_int(total_steps, "total_steps")
-        if self.decay is not None and self.total_steps is None:
-            raise ConfigError("lookahead: decay needs the number of planned steps (total_steps)")
-        self._init_copies(params)
-        self.started = self.start_step == 0
-
-    def alpha_at(self, step: int) -> float:
-        """The interpolation weight of a synchronisation after ``step`` optimizer steps."""
-        if self.decay is None:
-            return self.alpha
-        return 1.0 - self.decay ** self.k * (min(step, self.total_steps) / self.total_steps) ** self.power
-
-    def update(self, step: int | None = None) -> bool:
-        """Count optimizer step number ``step`` (default: the next); synchronise (and return True) every k-th."""
-        step = self.start_step + self.count + 1 if step is None else int(step)
-        if step < self.start_step:
-            return False
-        if not self.started:  # the slow weights begin here
-            for (_, p), slow in zip(self.params, self.copies):
-                np.copyto(slow, p.value)
-            self.started = True
-            return False
-        self.count += 1
-        if self.count % self.k:
-            return False
-        alpha = self.alpha_at(step)
-        for (_, p), slow in zip(self.params, self.copies):
-            tmp = self._work.get(0, slow)
-            np.subtract(p.value, slow, out=tmp)
-            tmp *= alpha
-            slow += tmp
-            np.copyto(p.value, slow)
-        return True
-
-    def sync(self) -> None:
-        """w <- phi (once the slow weights have begun)."""
-        if self.started:
-            for (_, p), slow in zip(self.params, self.copies):
-                np.copyto(p.value, slow)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {**super().state_dict(), f"{self.prefix}/started": np.array(self.started)}
-
-    def load_state_dict(self, state: dict) -> None:
-        key = f"{self.prefix}/started"
-        _check_state_arrays(self.prefix, state, {key: np.zeros((), bool)})
-        super().load_state_dict({k: val for k, val in state.items() if k != key})
-        self.started = bool(state[key])
-
-
-def make_weight_average(options, params) -> WeightAverage:
-    """A WeightAverage from YAML options ``{decay: 0.999, every: 1, warmup: true}``."""
-    return build(WeightAverage, options, "ema", params=params)
-
-
-def make_lookahead(options, params, total_steps: int | None = None) -> Lookahead:
-    """A Lookahead from options ``{k: 5, alpha: 0.5}`` or ``{k: 5, decay: 0.95, power: 3, start_step: 200}``."""
-    return build(Lookahead, options, "lookahead", params=params, total_steps=total_steps)

@@ -11,11 +11,11 @@ Layout::
     RUN/checkpoints/best.npz the state with the best monitored metric
     RUN/summary.json         written at the end
 
-A checkpoint is one npz (written atomically, read with ``allow_pickle=False``):
-``param/*`` and ``buffer/*`` (the network), ``optim/*`` (optimizer state),
-``ema/*`` (averaged weights, if any), ``norm/*`` (input normalisation), and
-``meta``: a JSON string with the resolved config, counters, schedule / early
-stopping / divergence state, class names and input shape.
+A checkpoint is one npz (written atomically, read with ``allow_pickle=False``): the
+TrainState's arrays (``param/*``, ``buffer/*``, ``optim/*``, ``ema/*``, ``lookahead/*``:
+nntrain.state lists the keys), ``norm/*`` (input normalisation), and ``meta``: a JSON
+string with the resolved config, the loop's counters (Progress), the schedule state,
+class names and input shape.
 """
 
 from __future__ import annotations
@@ -34,7 +34,16 @@ from .fileio import load_npz, save_npz
 METRICS_COLUMNS = ["epoch", "iteration", "lr", "energy", "loss", "weight_decay", "train_error",
                    "val_loss", "val_error", "seconds"]
 ITERATION_COLUMNS = ["iteration", "epoch", "lr", "energy", "loss", "batch_error"]
-CHECKPOINT_FORMAT = "nntrain-checkpoint-1"
+CHECKPOINT_FORMAT = "nntrain-checkpoint-2"  # 2: one key rule for every component (nntrain.state)
+
+# Why a run stopped: recorded in summary.json ("stop_reason") and in every checkpoint.
+STOP_FINISHED = "finished"  # all planned epochs
+STOP_EARLY = "early_stopping"  # the monitored metric stopped improving
+STOP_MAX_ITERATIONS = "max_iterations"  # train.max_iterations cut the planned epochs short
+STOP_DIVERGED = "diverged"  # the energy blew up and could not be recovered
+STOP_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: resumable from checkpoints/last.npz
+STOP_PRUNED = "pruned"  # stopped by a hyperparameter search as hopeless (nntrain tune)
+COMPLETED_STOPS = (STOP_FINISHED, STOP_EARLY, STOP_MAX_ITERATIONS, STOP_PRUNED)  # ended normally
 
 
 def create_run_dir(name: str, root="runs", run_dir=None) -> Path:
@@ -135,37 +144,68 @@ def truncate_csv(path, max_iteration: int) -> None:
 
 
 # ----- checkpoints -----------------------------------------------------------------------
-def save_checkpoint(path, *, network_state: dict, optimizer_state: dict, meta: dict,
-                    ema_state: dict | None = None, normalizer_state: dict | None = None,
-                    lookahead_state: dict | None = None) -> None:
-    arrays = dict(network_state)
-    arrays.update({f"optim/{k}": val for k, val in optimizer_state.items()})
-    if ema_state:
-        arrays.update({f"ema/{k}": val for k, val in ema_state.items()})
-    if lookahead_state:  # its keys already begin with "lookahead/"
-        arrays.update(lookahead_state)
-    if normalizer_state:
-        arrays.update({f"norm/{k}": val for k, val in normalizer_state.items()})
-    meta = {"format": CHECKPOINT_FORMAT, **meta}
-    arrays["meta"] = np.array(json.dumps(meta))
+def save_checkpoint(path, state: dict, *, meta: dict, normalizer_state: dict | None = None) -> None:
+    """Write a TrainState's ``state_dict()`` (``{"arrays", "meta"}``), the extra ``meta`` and the
+    input normalisation (under ``norm/``) as one npz, atomically."""
+    arrays = dict(state["arrays"])
+    arrays.update({f"norm/{k}": val for k, val in (normalizer_state or {}).items()})
+    full_meta = {"format": CHECKPOINT_FORMAT, **meta, **state["meta"]}
+    arrays["meta"] = np.array(json.dumps(full_meta))
     save_npz(path, arrays)
 
 
+def _migrate_v1(arrays: dict) -> dict:
+    """Format 1 (before the TrainState) stored the EMA under ``ema/ema/``; now ``ema/``."""
+    return {("ema/" + k[len("ema/ema/"):] if k.startswith("ema/ema/") else k): val for k, val in arrays.items()}
+
+
+MIGRATIONS = {"nntrain-checkpoint-1": _migrate_v1}  # older format -> function to today's keys
+
+
 class Checkpoint:
-    """A loaded checkpoint: ``meta`` (dict) and the array groups by prefix."""
+    """A loaded, validated checkpoint: ``meta`` (dict), ``config`` (validated) and ``arrays``.
+
+    Anything malformed inside (metadata that is not a JSON mapping, a missing or invalid
+    embedded config, non-numeric arrays, a format this version does not know) is a
+    CheckpointError "not a valid nntrain checkpoint: <why>" naming the file.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
         arrays = load_npz(self.path)
-        if "meta" not in arrays:
-            raise CheckpointError(f"{self.path} is not an nntrain checkpoint (no 'meta' entry)")
+        if "meta" not in arrays:  # some other npz
+            raise CheckpointError(f"{self.path} is not an nntrain checkpoint (it has no 'meta' entry)")
+        meta_array = arrays.pop("meta")
+        if meta_array.dtype.kind != "U" or meta_array.shape != ():
+            self._invalid(f"its 'meta' entry is a {meta_array.dtype} array of shape {meta_array.shape}, not a string")
         try:
-            self.meta = json.loads(str(arrays.pop("meta")))
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise CheckpointError(f"{self.path}: corrupt metadata: {exc}") from None
-        if self.meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{self.path}: unsupported checkpoint format {self.meta.get('format')!r}")
-        self.arrays = arrays
+            meta = json.loads(str(meta_array))
+        except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+            self._invalid(f"its metadata is not JSON ({exc})")
+        if not isinstance(meta, dict):
+            self._invalid(f"its metadata is a JSON {type(meta).__name__}, not a mapping")
+        fmt = meta.get("format")
+        if fmt != CHECKPOINT_FORMAT and fmt not in MIGRATIONS:
+            known = ", ".join([CHECKPOINT_FORMAT, *MIGRATIONS])
+            self._invalid(f"format {fmt!r} (written by nntrain {meta.get('nntrain_version', '?')}); "
+                          f"this nntrain reads {known}")
+        if fmt in MIGRATIONS:
+            arrays = MIGRATIONS[fmt](arrays)
+        bad = [k for k, val in arrays.items() if val.dtype.kind not in ("biufU" if k.startswith("norm/") else "biuf")]
+        if bad:
+            self._invalid(f"entry {bad[0]!r} holds {arrays[bad[0]].dtype} values, not numbers")
+        if not isinstance(meta.get("config"), dict):
+            self._invalid("its metadata has no config mapping")
+        from .config import validate
+
+        try:
+            self.config = validate(meta["config"])
+        except ConfigError as exc:
+            self._invalid(f"its embedded config is invalid: {exc}")
+        self.meta, self.arrays = meta, arrays
+
+    def _invalid(self, why: str):
+        raise CheckpointError(f"{self.path}: not a valid nntrain checkpoint: {why}")
 
     def group(self, prefix: str) -> dict[str, np.ndarray]:
         n = len(prefix) + 1
@@ -174,9 +214,9 @@ class Checkpoint:
     def network_state(self) -> dict[str, np.ndarray]:
         return {k: val for k, val in self.arrays.items() if k.startswith(("param/", "buffer/"))}
 
-    @property
-    def config(self) -> dict:
-        return self.meta["config"]
+    def state_dict(self) -> dict:
+        """What ``TrainState.load_state_dict`` takes."""
+        return {"arrays": self.arrays, "meta": self.meta}
 
 
 def resolve_checkpoint(path) -> Path:
@@ -191,3 +231,76 @@ def resolve_checkpoint(path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
+
+
+# ----- run state ---------------------------------------------------------------------------
+# What a run directory says about its run, for ``nntrain sweep`` (which trials to run,
+# resume or skip) and ``nntrain compare`` (the status column).
+STATE_PENDING = "pending"  # not started: no directory, or an empty one
+STATE_RUNNING = "running"  # its process is alive (known from a sweep manifest's record)
+STATE_FINISHED = "finished"  # summary.json with a stop reason in COMPLETED_STOPS
+STATE_FAILED = "failed"  # diverged, or stopped before its first checkpoint
+STATE_INTERRUPTED = "interrupted"  # a checkpoint to resume from
+
+
+def is_run_dir(path) -> bool:
+    """Whether ``fit`` has written into ``path`` (a config, a summary or checkpoints)."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() or (path / "summary.json").is_file() or (path / "checkpoints").is_dir()
+
+
+def read_summary(run_dir) -> dict | None:
+    """RUN/summary.json, or None when it is missing or unreadable (the run has not ended)."""
+    try:
+        data = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def trial_state(run_dir, record: dict | None = None) -> tuple[str, str]:
+    """(state, detail) of a run from its directory and, for a sweep's trial, its manifest
+    record (what the runner last wrote: status, exit_code, pid, host).
+
+    pending: no directory or an empty one (unless the record says its process exited with
+    an error before training started: failed / interrupted); finished: summary.json with
+    a stop in COMPLETED_STOPS (a pruned run counts as finished); interrupted: a checkpoint
+    to resume from; failed: diverged, or stopped before its first checkpoint; running: the
+    record says so and its process is alive on this machine.
+    """
+    from .errors import EXIT_INTERRUPTED
+
+    run_dir = Path(run_dir)
+    record = record or {}
+    if record.get("status") == STATE_RUNNING and _alive(record):
+        return STATE_RUNNING, f"pid {record.get('pid')}"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        if record.get("status") in (STATE_FAILED, STATE_INTERRUPTED) and record.get("exit_code"):
+            return record["status"], f"exit {record['exit_code']} before training started"
+        return STATE_PENDING, ""
+    summary = read_summary(run_dir)
+    stop = (summary or {}).get("stop_reason")
+    if stop in COMPLETED_STOPS:
+        return STATE_FINISHED, stop
+    if stop == STOP_DIVERGED:
+        return STATE_FAILED, STOP_DIVERGED
+    if (run_dir / "checkpoints" / "last.npz").is_file():
+        return STATE_INTERRUPTED, stop or "no summary"
+    stopped = STATE_INTERRUPTED if record.get("exit_code") == EXIT_INTERRUPTED else STATE_FAILED
+    return stopped, "stopped before its first checkpoint"
+
+
+def _alive(record: dict) -> bool:
+    """Whether the process a record names (pid on host) still runs; another host's cannot be checked."""
+    import socket
+
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True

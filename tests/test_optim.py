@@ -6,7 +6,8 @@ import pytest
 from nntrain.errors import CheckpointError, ConfigError
 from nntrain.fileio import load_npz, save_npz
 from nntrain.layers.base import Parameter
-from nntrain.optim import Lookahead, WeightAverage, make_lookahead, make_optimizer, make_weight_average
+from nntrain.averaging import Lookahead, WeightAverage, make_lookahead, make_weight_average
+from nntrain.optim import make_optimizer
 from nntrain.registry import OPTIMIZERS
 from nntrain.spec import option_names
 

@@ -60,8 +60,9 @@ def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
 def test_interrupted_and_resumed_equals_uninterrupted(tiny_config, tmp_path, stop_at):
     overrides = ["train.ema={decay: 0.9}", "train.eval_every=4", "schedule={type: plateau, patience: 1}",
                  "train.lookahead={k: 3, decay: 0.9, power: 2, start_epoch: 0.5}"]
-    if stop_at == 10:  # early stopping that fires right after the interrupted epoch end
-        overrides += ["train.early_stopping={patience: 1, min_delta: 0.5}", "train.epochs=5"]
+    if stop_at == 10:  # early stopping that fires at the interrupted epoch end's evaluation
+        overrides += ["train.early_stopping={patience: 1, min_delta: 0.5}", "train.epochs=5",
+                      "train.eval_every=5"]  # evaluations at 5 and 10: patience acts at once
     full = _train(tiny_config, tmp_path / "full", overrides)
     part = _train(tiny_config, tmp_path / "part", overrides, stop_at_iteration=stop_at)
     assert part["stop_reason"] == "interrupted" and part["iterations"] == stop_at
@@ -182,3 +183,38 @@ def test_whitening_layer_is_computed_from_the_training_data(tiny_config, tmp_pat
     # evaluating the checkpoint rebuilds the network without data and loads the whitening weights
     result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / summary["test"]["checkpoint"])
     assert result["error"] == summary["test"]["error"]
+
+
+def test_checkpoint_of_format_1_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """tests/data/v1_checkpoint: a run (EMA, Lookahead, mid-epoch evaluations) interrupted at
+    iteration 9 by nntrain before the TrainState (checkpoint format 1), and the metrics and
+    test result of the same run uninterrupted, both made with NNTRAIN_THREADS=1 by that code."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    fixture = REPO / "tests" / "data" / "v1_checkpoint"
+    run = tmp_path / "run"
+    shutil.copytree(fixture / "run", run)
+    assert json.loads(str(np.load(run / "checkpoints" / "last.npz")["meta"]))["format"] == "nntrain-checkpoint-1"
+    env = {**__import__("os").environ, "NNTRAIN_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "nntrain.cli", "fit", "--resume", str(run), "--quiet"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = json.loads((fixture / "expected.json").read_text())
+    assert _without_seconds(read_csv(run / "metrics.csv")) == expected["metrics"]
+    assert json.loads((run / "summary.json").read_text())["test"] == expected["test"]
+    assert Checkpoint(run / "checkpoints" / "last.npz").meta["format"] == "nntrain-checkpoint-2"
+
+
+def test_checkpoint_of_an_unknown_format_names_it(tiny_config, tmp_path):
+    _train(tiny_config, tmp_path / "run", ["train.epochs=1"])
+    path = tmp_path / "run" / "checkpoints" / "last.npz"
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "format": "nntrain-checkpoint-9", "nntrain_version": "9.0"}))
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"format 'nntrain-checkpoint-9' \(written by nntrain 9.0\)"):
+        Checkpoint(path)
