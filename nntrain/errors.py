@@ -4,7 +4,14 @@
   missing or malformed data). Exit code 2.
 - ``RunError``: a failure while a run is going (divergence that could not be recovered,
   a corrupt checkpoint met during resume). Exit code 1.
+
+The process exit codes are defined here, once; the command line and the sweep runner use them.
 """
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # a run failed: unrecoverable divergence, a failed gradient check, disk full
+EXIT_BAD_INPUT = 2  # bad input: config, data file, checkpoint, command-line value
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: interrupted, a checkpoint was saved
 
 
 class NNTrainError(Exception):

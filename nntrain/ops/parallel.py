@@ -17,15 +17,15 @@ with OpenBLAS held at one thread meanwhile. A training step then uses one pool o
 threads for everything instead of two (OpenBLAS's for the products, this module's for
 the rest) taking turns on the same cores, where OpenBLAS's idle workers keep spinning
 for a while after each product (``nntrain.openblas_env`` shortens that spin for the
-products left to OpenBLAS: the linear layers'). Measured at 2 threads against products left to
-OpenBLAS: the airbench net (half width, batch 256) trains 1.2x and infers 1.5x faster.
+products left to OpenBLAS: the linear layers'). Against products left to OpenBLAS, the
+airbench net trains and infers faster this way (bench/RESULTS.md).
 
 ``batched_matmul`` is that for a stack of small matrix products (the Fourier
 convolution's per-frequency products): each thread takes a block of the stack. Left to
 OpenBLAS, each of the hundreds of small products would be split over its own threads,
 a hand-off per product that costs more than the product itself -- and on a machine
 shared with other processes, where a hand-off waits for a time slice, made a training
-step 3-10x slower.
+step several times slower.
 """
 
 from __future__ import annotations
@@ -60,12 +60,17 @@ def num_threads() -> int:
                 raise ConfigError(f"NNTRAIN_THREADS must be a positive integer (1 turns threading off), "
                                   f"received {env!r}")
         else:
-            try:
-                n = len(os.sched_getaffinity(0))
-            except AttributeError:
-                n = os.cpu_count() or 1
+            n = available_cores()
         _state["threads"] = max(1, min(n, 8))
     return _state["threads"]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
