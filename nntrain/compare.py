@@ -38,12 +38,9 @@ class RunRef:
     record: dict | None = None
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / "summary.json").is_file() or (path / "checkpoints").is_dir()
-
-
 def collect_runs(paths) -> list[RunRef]:
     """Expand sweep directories and folders of runs into runs, in the order given."""
+    from .rundir import is_run_dir
     from .sweep import MANIFEST, load_manifest
 
     refs: list[RunRef] = []
@@ -96,8 +93,7 @@ def _read_config(path: Path) -> dict | None:
 
 def run_row(ref: RunRef) -> dict:
     """The results of one run (config keys are added by ``compare_rows``)."""
-    from .rundir import read_csv
-    from .sweep import read_summary, trial_state
+    from .rundir import read_csv, read_summary, trial_state
 
     summary = read_summary(ref.path) or {}
     metrics = read_csv(ref.path / "metrics.csv") if ref.path.is_dir() else []

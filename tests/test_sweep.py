@@ -19,6 +19,8 @@ from nntrain import sweep as sw
 from nntrain.cli import main
 from nntrain.config import parse_override
 from nntrain.errors import ConfigError
+from nntrain.ops.parallel import available_cores
+from nntrain.rundir import COMPLETED_STOPS, trial_state
 
 from .conftest import REPO
 
@@ -49,31 +51,21 @@ def test_split_values_respects_brackets_and_quotes():
     assert sw.split_values('[1,2],{a: 1, b: 2},"x,y",3') == ["[1,2]", "{a: 1, b: 2}", '"x,y"', "3"]
 
 
-@pytest.mark.parametrize("text,pattern", [
-    ("optimizer.lr", "expected KEY=VALUES"),
-    ("optimizer.lr=", "comma-separated values"),
-    ("optimizer.lr=0.1,,0.2", "comma-separated values"),
-    ("optimizer.lr=0.1,0.1", "value 0.1 is repeated"),
-    ("optimizer..lr=0.1", "bad key"),
+@pytest.mark.parametrize("parse,text,pattern", [
+    *[(sw.parse_grid, text, pattern) for text, pattern in [
+        ("optimizer.lr", "expected KEY=VALUES"), ("optimizer.lr=", "comma-separated values"),
+        ("optimizer.lr=0.1,,0.2", "comma-separated values"), ("optimizer.lr=0.1,0.1", "value 0.1 is repeated"),
+        ("optimizer..lr=0.1", "bad key")]],
+    *[(sw.parse_param, text, pattern) for text, pattern in [
+        ("optimizer.lr=logunifrm(1e-4,1e-1)", "did you mean 'loguniform'"),
+        ("optimizer.lr=loguniform(0,1)", "positive low bound"), ("optimizer.lr=uniform(1,1)", "low < high"),
+        ("optimizer.lr=uniform(2,1)", "low < high"), ("optimizer.lr=uniform(1)", "two bounds"),
+        ("train.batch_size=int(16,x)", "must be integers"), ("train.batch_size=choice()", "choice needs values"),
+        ("optimizer.lr=0.1", "expected KEY=DISTRIBUTION")]],
 ])
-def test_parse_grid_errors(text, pattern):
+def test_parse_grid_and_param_errors(parse, text, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        sw.parse_grid(text)
-
-
-@pytest.mark.parametrize("text,pattern", [
-    ("optimizer.lr=logunifrm(1e-4,1e-1)", "did you mean 'loguniform'"),
-    ("optimizer.lr=loguniform(0,1)", "positive low bound"),
-    ("optimizer.lr=uniform(1,1)", "low < high"),
-    ("optimizer.lr=uniform(2,1)", "low < high"),
-    ("optimizer.lr=uniform(1)", "two bounds"),
-    ("train.batch_size=int(16,x)", "must be integers"),
-    ("train.batch_size=choice()", "choice needs values"),
-    ("optimizer.lr=0.1", "expected KEY=DISTRIBUTION"),
-])
-def test_parse_param_errors(text, pattern):
-    with pytest.raises(ConfigError, match=pattern):
-        sw.parse_param(text)
+        parse(text)
 
 
 def test_distributions_sample_within_their_ranges():
@@ -194,26 +186,26 @@ def test_a_sweep_dir_of_another_config_is_refused(tmp_path):
 # ----- trial state ---------------------------------------------------------------------------
 def test_trial_state_from_the_run_directory(tmp_path):
     run = tmp_path / "t"
-    assert sw.trial_state(run) == ("pending", "")
+    assert trial_state(run) == ("pending", "")
     run.mkdir()
-    assert sw.trial_state(run)[0] == "pending"
+    assert trial_state(run)[0] == "pending"
     (run / "config.yaml").write_text("name: x\n")
-    assert sw.trial_state(run) == ("failed", "stopped before its first checkpoint")
+    assert trial_state(run) == ("failed", "stopped before its first checkpoint")
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.npz").write_bytes(b"x")
-    assert sw.trial_state(run)[0] == "interrupted"
+    assert trial_state(run)[0] == "interrupted"
     (run / "summary.json").write_text(json.dumps({"stop_reason": "interrupted"}))
-    assert sw.trial_state(run) == ("interrupted", "interrupted")
-    for stop in sw.FINISHED_STOPS:
+    assert trial_state(run) == ("interrupted", "interrupted")
+    for stop in COMPLETED_STOPS:
         (run / "summary.json").write_text(json.dumps({"stop_reason": stop}))
-        assert sw.trial_state(run) == ("finished", stop)
+        assert trial_state(run) == ("finished", stop)
     (run / "summary.json").write_text(json.dumps({"stop_reason": "diverged"}))
-    assert sw.trial_state(run) == ("failed", "diverged")
+    assert trial_state(run) == ("failed", "diverged")
     import socket
 
     alive = {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}
-    assert sw.trial_state(run, alive)[0] == "running"
-    assert sw.trial_state(run, {**alive, "host": "elsewhere"})[0] == "failed"  # a stale record
+    assert trial_state(run, alive)[0] == "running"
+    assert trial_state(run, {**alive, "host": "elsewhere"})[0] == "failed"  # a stale record
 
 
 def test_a_failed_run_dir_is_cleared_only_of_files_nntrain_writes(tmp_path):
@@ -221,11 +213,11 @@ def test_a_failed_run_dir_is_cleared_only_of_files_nntrain_writes(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     for name in ("config.yaml", "model.txt", "metrics.csv"):
         (run / name).write_text("x")
-    sw._clear_failed_run(run)
+    sw.clear_failed_run(run)
     assert list(run.iterdir()) == []
     (run / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="notes.txt"):
-        sw._clear_failed_run(run)
+        sw.clear_failed_run(run)
     assert (run / "notes.txt").exists()
 
 
@@ -263,7 +255,7 @@ def test_grid_sweep_with_two_workers_resumes_without_rerunning(tmp_path):
 
     r = cli("sweep", QUICKSTART, *GRID4, *sets(), "--jobs", "2", "--sweep-dir", sweep_dir)
     assert r.exit_code == 0, r.output
-    assert "2 worker(s) x 1 BLAS thread(s)" in r.output or sw.available_cores() != 2
+    assert "2 worker(s) x 1 BLAS thread(s)" in r.output or available_cores() != 2
     assert "[start] lr=0.1_batch_size=64 (resume)" in r.output
     results = [ln for ln in r.output.splitlines() if ln.startswith("finished ")]
     assert len(results) == 4 and "4 finished" in r.output.splitlines()[-1]
@@ -295,7 +287,7 @@ def test_grid_sweep_with_two_workers_resumes_without_rerunning(tmp_path):
 def test_two_runners_never_share_a_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    with sw._Lock(sweep_dir):
+    with sw.SweepLock(sweep_dir):
         for extra in ([], ["--print-commands"]):
             r = cli("sweep", QUICKSTART, "--grid", "optimizer.lr=0.1,0.01", *sets(), "--sweep-dir", sweep_dir, *extra)
             assert r.exit_code == 2 and "another nntrain sweep is running in" in r.output, r.output
@@ -367,7 +359,7 @@ def test_printed_commands_run_under_xargs(tmp_path):
     assert len(r.stdout.split()) == 4  # fit --quiet prints each run directory
     commands = (sweep_dir / "commands.txt").read_text().splitlines()
     assert len(commands) == 4 and all("OMP_NUM_THREADS=" in c for c in commands)
-    assert all(sw.trial_state(sweep_dir / t["run_dir"])[0] == "finished" for t in manifest(sweep_dir)["trials"])
+    assert all(trial_state(sweep_dir / t["run_dir"])[0] == "finished" for t in manifest(sweep_dir)["trials"])
     # nothing left: no commands
     r = cli("sweep", QUICKSTART, *GRID4, *sets(), "--sweep-dir", sweep_dir, "--print-commands")
     assert r.exit_code == 0 and "4 finished" in r.output and "0 to run" in r.output
@@ -388,7 +380,7 @@ def test_emit_slurm_writes_a_job_array_over_the_commands(tmp_path):
     r = subprocess.run(["bash", str(sweep_dir / "sweep.slurm")], capture_output=True, text=True, timeout=120,
                        env=dict(env_with_package(), SLURM_ARRAY_TASK_ID="1", SLURM_CPUS_PER_TASK="1"))
     assert r.returncode == 0, r.stdout + r.stderr
-    states = [sw.trial_state(sweep_dir / t["run_dir"])[0] for t in manifest(sweep_dir)["trials"]]
+    states = [trial_state(sweep_dir / t["run_dir"])[0] for t in manifest(sweep_dir)["trials"]]
     assert states == ["pending", "finished", "pending"]
     r = subprocess.run(["bash", str(sweep_dir / "sweep.slurm")], capture_output=True, text=True,
                        env=dict(os.environ, SLURM_ARRAY_TASK_ID="7"))

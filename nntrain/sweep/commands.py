@@ -1,0 +1,167 @@
+"""The trials still to run as commands: what each needs (resume or a fresh start), its
+``nntrain fit`` command line, and the files for other executors::
+
+    SWEEP/commands.txt   one shell command per trial still to run (--print-commands):
+                         cd to where the sweep was made, the environment it needs
+                         (PYTHONPATH, threads per worker), then python -m nntrain.cli fit ...
+    SWEEP/sweep.slurm    a Slurm job array over commands.txt (--emit slurm): task i runs line i+1
+
+The local runner (``nntrain.sweep.runner``) starts the same ``fit`` command lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..ops.parallel import available_cores
+from ..rundir import STATE_FINISHED, STATE_RUNNING, STOP_DIVERGED, trial_state
+from .manifest import SweepLock
+from .plan import Sweep, Trial, sanitise
+
+COMMANDS = "commands.txt"
+SLURM_SCRIPT = "sweep.slurm"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# what ``nntrain fit`` writes into a run directory before its first checkpoint; a trial
+# that failed with only these may be cleared and started again
+RUN_FILES = {"config.yaml", "model.txt", "metrics.csv", "iterations.csv", "events.log", "metrics.tmp",
+             "iterations.tmp", "checkpoints"}
+
+
+# ----- what a trial needs ------------------------------------------------------------------
+def next_action(run_dir, record: dict | None = None) -> str | None:
+    """What a trial needs: None (finished, running, or diverged: training is deterministic,
+    it would diverge again), "resume" (it has a checkpoint) or "fresh"."""
+    status, detail = trial_state(run_dir, record)
+    if status in (STATE_FINISHED, STATE_RUNNING) or detail == STOP_DIVERGED:
+        return None
+    return "resume" if (Path(run_dir) / "checkpoints" / "last.npz").is_file() else "fresh"
+
+
+def prepare_fresh(run_dir: Path) -> None:
+    """``fit --run-dir`` needs a new or empty directory: clear one that failed before its first checkpoint."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        clear_failed_run(run_dir)
+
+
+def clear_failed_run(run_dir: Path) -> None:
+    """Empty a run directory that failed before its first checkpoint (only files nntrain writes)."""
+    import shutil
+
+    entries = list(run_dir.iterdir())
+    foreign = [e.name for e in entries if e.name not in RUN_FILES and not e.name.endswith(".tmp")]
+    if foreign:
+        raise ConfigError(f"{run_dir} failed before its first checkpoint and holds files nntrain did not write "
+                          f"({', '.join(sorted(foreign))}); delete it to run the trial again")
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# ----- command lines -----------------------------------------------------------------------
+def blas_threads(jobs: int, cores: int | None = None) -> int:
+    """BLAS threads per worker so that workers x threads <= cores (at least 1)."""
+    cores = cores or available_cores()
+    return max(1, cores // max(1, jobs))
+
+
+def package_path() -> str | None:
+    """The folder to put on PYTHONPATH so a child ``python -m nntrain.cli`` finds this nntrain
+    (None when it is installed in site-packages, where every interpreter of the environment finds it)."""
+    import site
+
+    root = Path(__file__).resolve().parents[2]  # nntrain/sweep/commands.py -> the folder holding nntrain
+    installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    return None if root in installed else str(root)
+
+
+def fit_argv(sweep: Sweep, trial: Trial, resume: bool) -> list[str]:
+    """The ``nntrain fit`` command line of a trial (absolute paths)."""
+    head = [sys.executable, "-m", "nntrain.cli", "fit"]
+    if resume:
+        return [*head, "--resume", str(sweep.run_dir(trial)), "--quiet"]
+    sets = [a for s in sweep.sets + trial.overrides for a in ("--set", s)]
+    return [*head, str(sweep.config), *sets, "--run-dir", str(sweep.run_dir(trial)), "--quiet"]
+
+
+def shell_command(sweep: Sweep, trial: Trial, resume: bool, threads: int | None = None) -> str:
+    """One complete shell command: cd to where the sweep was made (relative data paths), the
+    environment it needs, then ``python -m nntrain.cli fit ...``; every word shlex-quoted."""
+    env = []
+    pkg = package_path()
+    if pkg:
+        env.append(f"PYTHONPATH={shlex.quote(pkg)}")
+    if threads:
+        env += [f"{name}={threads}" for name in THREAD_VARIABLES]
+    return " ".join([f"cd {shlex.quote(os.getcwd())} &&", *env, shlex.join(fit_argv(sweep, trial, resume))])
+
+
+# ----- commands.txt and sweep.slurm ---------------------------------------------------------
+def pending_commands(sweep: Sweep, threads: int | None = None) -> tuple[list[tuple[Trial, str]], dict[str, int]]:
+    """Commands for the trials still to run (resume where there is a checkpoint); and counts by status.
+
+    A trial that failed before its first checkpoint is cleared here, so its command can run.
+    """
+    out, counts = [], {}
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    with SweepLock(sweep.directory):  # not while a local runner works on this sweep
+        for trial in sweep.trials:
+            run_dir = sweep.run_dir(trial)
+            status, _ = trial_state(run_dir, trial.record)
+            trial.record["status"] = status
+            counts[status] = counts.get(status, 0) + 1
+            action = next_action(run_dir, trial.record)
+            if action == "fresh":
+                prepare_fresh(run_dir)
+            if action:
+                out.append((trial, shell_command(sweep, trial, action == "resume", threads)))
+    return out, counts
+
+
+def write_commands(sweep: Sweep, commands: list[tuple[Trial, str]]) -> Path:
+    """SWEEP/commands.txt: one command a line (empty when nothing is left to run)."""
+    from ..fileio import atomic_open
+
+    path = sweep.directory / COMMANDS
+    with atomic_open(path, "w") as f:
+        f.write("".join(cmd + "\n" for _, cmd in commands))
+    return path
+
+
+def write_slurm(sweep: Sweep, n: int, cpus: int = 2) -> Path:
+    """``SWEEP/sweep.slurm``: array task i runs line i+1 of commands.txt."""
+    from ..fileio import atomic_open
+
+    commands = sweep.directory / COMMANDS
+    logs = sweep.directory / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    text = f"""#!/bin/bash
+# nntrain sweep {sweep.name}: one trial per array task; task i runs line i+1 of
+#   {commands}
+# Submit with: sbatch {sweep.directory / SLURM_SCRIPT}   (add --partition, --time, --mem for your cluster)
+# After an interruption, run the same `nntrain sweep ... --emit slurm` again: it rewrites
+# commands.txt with the trials still to run (resuming those with a checkpoint) and this array.
+#SBATCH --job-name=nntrain-{sanitise(sweep.name)}
+#SBATCH --array=0-{n - 1}
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --output={logs}/slurm-%A_%a.log
+set -euo pipefail
+export {' '.join(f'{v}="${{SLURM_CPUS_PER_TASK:-1}}"' for v in THREAD_VARIABLES)}
+line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(commands))})
+if [ -z "$line" ]; then
+    echo "no command on line $((SLURM_ARRAY_TASK_ID + 1)) of {commands}" >&2
+    exit 2
+fi
+echo "$line"
+exec bash -c "$line"
+"""
+    path = sweep.directory / SLURM_SCRIPT
+    with atomic_open(path, "w") as f:
+        f.write(text)
+    path.chmod(0o755)
+    return path
