@@ -67,6 +67,24 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
+# What each test-time augmentation shows the model, and the training augmentations that
+# teach it to expect that (a model never shown mirrored digits gets worse with flip TTA).
+_TTA_SHOWS = {"flip": ("mirror",), "crops": ("mirror", "shift"), "translate": ("shift",),
+              "airbench": ("mirror", "shift")}
+_TAUGHT_BY = {"mirror": ("hflip",), "shift": ("random_crop", "translate", "affine")}
+
+
+def tta_warnings(config: dict, tta: str) -> list[str]:
+    """Warnings when ``tta`` shows views that the training augmentation never produced."""
+    trained = {a["type"] for a in config["data"]["augment"]}
+    out = []
+    for view in _TTA_SHOWS.get(tta, ()):
+        if not trained & set(_TAUGHT_BY[view]):
+            out.append(f"tta {tta} shows the model {'mirrored' if view == 'mirror' else 'shifted'} images, but it "
+                       f"was trained without {' or '.join(_TAUGHT_BY[view])} (data.augment: "
+                       f"{', '.join(sorted(trained)) or 'none'}): accuracy may drop; compare with --tta none")
+    return out
+
 
 def load_model(checkpoint, *, data_path=None):
     """(Experiment with the checkpoint's weights, Checkpoint) — data re-read, normalisation restored."""
@@ -104,6 +122,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
         "classes": list(data.classes),
         "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)},
         "confusion_matrix": cm.tolist(),
+        "warnings": tta_warnings(ckpt.config, tta),
     }
 
 

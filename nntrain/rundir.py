@@ -20,6 +20,7 @@ class names and input shape.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
@@ -46,31 +47,110 @@ STOP_PRUNED = "pruned"  # stopped by a hyperparameter search as hopeless (nntrai
 COMPLETED_STOPS = (STOP_FINISHED, STOP_EARLY, STOP_MAX_ITERATIONS, STOP_PRUNED)  # ended normally
 
 
+# What ``fit`` writes at the top of a run directory (a run stopped before its first
+# checkpoint holds only these, and may be started over in place).
+RUN_FILES = frozenset({"config.yaml", "model.txt", "metrics.csv", "iterations.csv", "events.log",
+                       "summary.json", "checkpoints", "tensorboard"})
+MAX_NAME_BYTES = 200  # a run name plus "-YYYYmmdd-HHMMSS-k" stays under the usual 255-byte limit
+
+
+def check_path_text(path, what: str) -> Path:
+    """``path`` as a Path, refused if no file system could hold it: NUL, control characters
+    (a newline in a directory name breaks every script that lists runs), a component over
+    255 bytes."""
+    text = str(path)
+    bad = sorted({c for c in text if ord(c) < 32 or c == "\x7f"})
+    if bad:
+        raise ConfigError(f"{what} {text!r}: control characters ({', '.join(map(repr, bad))}) are not allowed in a path")
+    for part in Path(text).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise ConfigError(f"{what}: the path component {part[:32]!r}... is {len(part.encode())} bytes long; "
+                              "file systems allow at most 255")
+    return Path(text)
+
+
+def _mkdir(path: Path, what: str, **kwargs) -> None:
+    """``path.mkdir``, with an OSError turned into one message naming the path and the cause."""
+    try:
+        path.mkdir(**kwargs)
+    except FileExistsError:
+        if path.is_symlink() and not path.exists():
+            raise ConfigError(f"{what} {path} is a broken symbolic link (to {os.readlink(path)}); remove it "
+                              "or choose another path") from None
+        raise
+    except NotADirectoryError:
+        parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise ConfigError(f"{what} {path}: {parent} is a file, not a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot create it: {exc.strerror}") from None
+
+
 def create_run_dir(name: str, root="runs", run_dir=None) -> Path:
     """A new, empty run directory; never reuses an existing one.
 
     Default ``runs/<name>-<YYYYmmdd-HHMMSS>``; two runs started in the same second get
     ``-2``, ``-3``... (``os.mkdir`` is atomic, so concurrent starts cannot collide).
-    An explicit ``run_dir`` must not exist yet or be empty.
+    An explicit ``run_dir`` must not exist yet or be empty. Paths and names that no file
+    system holds, a file in the way, a broken link or a read-only parent are one message.
     """
     if run_dir is not None:
-        path = Path(run_dir)
+        path = check_path_text(run_dir, "--run-dir")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ConfigError(f"--run-dir {path} already exists and is not empty; "
-                              "choose another, or use --resume to continue that run")
-        path.mkdir(parents=True, exist_ok=True)
+                              + ("it holds a run that stopped before its first checkpoint: "
+                                 f"nntrain fit --resume {path} starts it over" if is_unstarted_run(path)
+                                 else "choose another, or use --resume to continue that run"))
+        _mkdir(path, "--run-dir", parents=True, exist_ok=True)
         return path
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"name: {len(name.encode())} bytes long; a run name may have at most {MAX_NAME_BYTES}")
+    check_path_text(name, "name")
+    root = check_path_text(root, "--runs-root")
+    _mkdir(root, "--runs-root", parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for k in range(1, 10_000):
         path = root / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
         try:
-            path.mkdir()
+            _mkdir(path, "run directory")
             return path
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a new run directory under {root}")
+
+
+def is_unstarted_run(run_dir) -> bool:
+    """A run directory that ``fit`` began (config.yaml) but that has no checkpoint and no
+    summary: killed before its first checkpoint, nothing to resume."""
+    run_dir = Path(run_dir)
+    return ((run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints" / "last.npz").exists()
+            and not (run_dir / "summary.json").exists())
+
+
+def clear_unstarted_run(run_dir) -> None:
+    """Empty a run directory that stopped before its first checkpoint, so it can start over.
+    Only files ``fit`` writes are removed; anything else is an error naming it."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    entries = list(run_dir.iterdir())
+    foreign = [e.name for e in entries if e.name not in RUN_FILES and not e.name.endswith(".tmp")]
+    if foreign:
+        raise ConfigError(f"{run_dir} stopped before its first checkpoint and holds files nntrain did not write "
+                          f"({', '.join(sorted(foreign))}); delete it to run again")
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def remove_stale_temporaries(run_dir) -> None:
+    """Delete the temporary files of atomic writes that a killed process left behind."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 class CsvLog:

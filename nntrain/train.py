@@ -26,6 +26,7 @@ an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import platform
 import signal
@@ -37,7 +38,7 @@ import numpy as np
 
 from . import __version__
 from .config import config_hash, dump_yaml
-from .errors import ConfigError, RunError
+from .errors import CheckpointError, ConfigError, RunError
 from .experiment import Experiment
 from .evaluate import evaluate_split
 from .fileio import atomic_open, save_json
@@ -46,7 +47,7 @@ from .hooks import (BestCheckpoint, Checkpoints, ConsoleLog, CsvLogs, Diverged, 
                     Hooks, ProgressBar, StepResult, StopAtIteration, WeightAveraging)
 from .ops.parallel import available_cores
 from .rundir import (STOP_DIVERGED, STOP_EARLY, STOP_FINISHED, STOP_INTERRUPTED, STOP_MAX_ITERATIONS,
-                     Checkpoint, save_checkpoint)
+                     Checkpoint, remove_stale_temporaries, save_checkpoint)
 from .state import new_train_state, zero_sums
 
 
@@ -85,7 +86,10 @@ class Trainer:
         self._start = time.perf_counter()
         if resume:
             ckpt = Checkpoint(self.run_dir / "checkpoints" / "last.npz")
-            self.state.load_state_dict(ckpt.state_dict())
+            try:
+                self.state.load_state_dict(ckpt.state_dict())
+            except ConfigError as exc:  # arrays or counters that do not fit this run
+                raise CheckpointError(f"{ckpt.path}: not a valid nntrain checkpoint: {exc}") from None
 
     def _monitor(self) -> tuple[str, str]:
         es, data = self.config["train"]["early_stopping"] or {}, self.exp.data
@@ -163,8 +167,21 @@ class Trainer:
             summary = self._finish(*self.stop_request)
             self.hooks.call("on_train_end", self, summary)
             return summary
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RunError(self._no_space_message(exc)) from None
+            raise
         finally:
             self.hooks.call("on_exit", self)
+
+    def _no_space_message(self, exc: OSError) -> str:
+        where = exc.filename or self.run_dir
+        last = self.run_dir / "checkpoints" / "last.npz"
+        if last.is_file():
+            return (f"no space left on device at {where}; the last good checkpoint {last} was kept (iteration "
+                    f"{Checkpoint(last).meta['iteration']}): free some space, then resume with: "
+                    f"nntrain fit --resume {self.run_dir}")
+        return f"no space left on device at {where}; nothing was checkpointed yet: free some space and start again"
 
     def _train_epoch(self) -> None:
         """Train to the end of the current epoch, or until a hook asks to stop."""
@@ -314,6 +331,7 @@ class Trainer:
     # ----- the run directory and signals ------------------------------------------------
     def _write_run_files(self) -> None:
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.run_dir)
         with atomic_open(self.run_dir / "config.yaml", "w") as f:
             f.write(dump_yaml(self.config))
         with atomic_open(self.run_dir / "model.txt", "w") as f:

@@ -417,3 +417,20 @@ def test_averaging_options_are_checked():
     with pytest.raises(ConfigError, match="received k=0"):
         make_lookahead({"k": 0}, [param([1.0])])
     assert make_weight_average({}, [param([1.0])]).get_config() == {"decay": 0.999, "every": 1, "warmup": True}
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_adam_bias_correction_counts_each_parameters_own_steps(kind):
+    """A parameter unfrozen after 3 steps takes Adam's *first* step then: with bias
+    correction by its own t = 1 the update is lr * g / (|g| + eps') = lr * sign(g); a
+    global step count (t = 4) would give another size."""
+    a = param([1.0, -2.0], [0.5, -0.25])
+    b = param([3.0, 4.0], [2.0, -1.0])
+    b.trainable = False
+    opt = make_optimizer({"type": kind, "lr": 0.1, "weight_decay": 0.0}, [("a", a), ("b", b)])
+    for _ in range(3):
+        opt.step()
+    np.testing.assert_array_equal(b.value, [3.0, 4.0])
+    b.trainable = True
+    opt.step()
+    np.testing.assert_allclose(b.value, [3.0 - 0.1, 4.0 + 0.1], rtol=1e-6)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import debug_option, handle_errors, set_option
+from .common import POSITIVE_INT, debug_option, handle_errors, set_option
 
 
 @click.command("eval")
@@ -16,7 +16,7 @@ from .common import debug_option, handle_errors, set_option
 @click.option("--tta", type=click.Choice(["none", "flip", "crops", "translate", "airbench", "config"]), default="config",
               show_default=True, help="Test-time augmentation: average the softmax over views "
                                       "(config: the checkpoint's eval.tta).")
-@click.option("--batch-size", type=int, default=None, help="Default: the config's eval.batch_size.")
+@click.option("--batch-size", type=POSITIVE_INT, default=None, help="Default: the config's eval.batch_size.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @debug_option
 @handle_errors
@@ -31,6 +31,8 @@ def eval_(checkpoint, data_path, split, tta, batch_size, as_json, debug):
 
     result = evaluate_checkpoint(checkpoint, split=split, tta=None if tta == "config" else tta,
                                  data_path=data_path, batch_size=batch_size)
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
