@@ -5,8 +5,9 @@ scale), the training error and the validation error (the three curves to watch: 
 and training error falling while validation error rises is overfitting), and the
 learning rate actually used (per iteration from iterations.csv, else per evaluation).
 Runs are overlaid, one colour per run; the legend names each run by the config keys
-that differ between them (``lr=0.01 batch_size=64``), else by its name. A dot marks
-each run's lowest validation error.
+that differ between them (``lr=0.01 batch_size=64``), else by its name; it sits below
+the panels in as many columns as fit the figure, and a label (or the title) too wide for
+the figure loses its middle, never its ends. A star marks each run's lowest validation error.
 
 matplotlib is imported only here, with the Agg backend (no display needed).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
+DPI = 110  # with figsize (12, 7.5): a 1320 x 825 PNG
 INSTALL_HINT = ("nntrain plot needs matplotlib, an optional extra: install it with\n"
                 "    pip install 'nntrain[plot]'\n"
                 "(or: pip install matplotlib)")
@@ -64,6 +66,16 @@ def plot_runs(paths, output="curves.png", title: str | None = None, log_errors: 
 
     ``log_errors``: training and validation error on a log axis (else linear from 0).
     """
+    fig = curves_figure(paths, title=title, log_errors=log_errors)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=DPI)
+    import_pyplot().close(fig)
+    return output
+
+
+def curves_figure(paths, title: str | None = None, log_errors: bool = True):
+    """The matplotlib figure that ``plot_runs`` saves (the caller closes it)."""
     from .compare import collect_runs, compare_rows
     from .rundir import read_csv
 
@@ -109,15 +121,37 @@ def plot_runs(paths, output="curves.png", title: str | None = None, log_errors: 
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    ncol = min(len(kept), 4)
-    fig.legend(*ax_energy.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
-               fontsize="small" if len(kept) > 6 else "medium", frameon=False)
-    fig.suptitle(title or _default_title(refs, paths))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-    return output
+    _legend_below(fig, *ax_energy.get_legend_handles_labels())
+    _fit(fig, fig.suptitle(title or _default_title(refs, paths)))
+    return fig
+
+
+def _legend_below(fig, handles, labels) -> None:
+    """The runs' legend below the panels, in as many columns (at most 4) as fit the
+    figure's width; labels still too wide for one column lose their middle."""
+    fontsize = "small" if len(labels) > 6 else "medium"
+    for ncol in range(min(len(labels), 4), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+        if ncol == 1 or _width(fig, legend) <= fig.bbox.width:
+            break
+        legend.remove()
+    overhead = _width(fig, legend) - max(_width(fig, text) for text in legend.get_texts())  # markers, padding
+    for text in legend.get_texts():
+        _fit(fig, text, room=fig.bbox.width - overhead)
+
+
+def _fit(fig, text, room: float | None = None) -> None:
+    """Drop the middle of a matplotlib Text wider than ``room`` pixels (default: the figure)."""
+    room = fig.bbox.width if room is None else room
+    width, content = _width(fig, text), text.get_text()
+    if width > room:
+        keep = max(9, int(len(content) * room / width) - 2)  # characters that fit, less a margin
+        head = (keep - 3) // 2
+        text.set_text(f"{content[:head]}...{content[len(content) - (keep - 3 - head):]}")
+
+
+def _width(fig, artist) -> float:
+    return artist.get_window_extent(fig.canvas.get_renderer()).width
 
 
 def _colours(plt, n: int) -> list:
@@ -174,4 +208,4 @@ def _default_title(refs, paths) -> str:
     return f"nntrain: {len(refs)} runs from {', '.join(str(p) for p in paths)}"
 
 
-__all__ = ["INSTALL_HINT", "import_pyplot", "plot_runs", "run_labels"]
+__all__ = ["INSTALL_HINT", "curves_figure", "import_pyplot", "plot_runs", "run_labels"]

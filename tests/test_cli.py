@@ -175,3 +175,27 @@ def test_resume_rejects_a_different_config(tiny_config, tmp_path):
     other.write_text(tiny_config.read_text().replace("lr: 0.05", "lr: 0.07"))
     r = run("fit", other, "--resume", tmp_path / "r")
     assert r.exit_code == 2 and "optimizer.lr" in r.output
+
+
+@pytest.mark.parametrize("args,option", [
+    (["eval", "run", "--batch-size", "-5"], "--batch-size"),  # was a traceback
+    (["eval", "run", "--batch-size", "0"], "--batch-size"),  # was silently the config's batch size
+    (["gradcheck", "x.yaml", "--examples", "0"], "--examples"),
+    (["gradcheck", "x.yaml", "--entries", "-1"], "--entries"),
+    (["gradcheck", "x.yaml", "--tolerance", "-1e-5"], "--tolerance"),
+])
+def test_out_of_range_numbers_are_refused_before_anything_runs(args, option):
+    r = run(*args)
+    assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output and "range" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_data_fetch_root_under_a_file_is_one_message(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    r = run("data", "fetch", "mnist", "--root", tmp_path / "file" / "mnist", "--base-url", "http://127.0.0.1:9/")
+    assert r.exit_code == 2 and f"{tmp_path / 'file'} is a file, not a folder" in r.output, r.output
+    assert "--root" in r.output and "Traceback" not in r.output
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "file"))  # the default folder: the same, naming --root
+    r = run("data", "fetch", "mnist", "--base-url", "http://127.0.0.1:9/")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "is a file, not a folder" in r.output, r.output
+    assert "--root" in r.output and "Traceback" not in r.output

@@ -203,3 +203,32 @@ def test_plot_with_no_metrics_fails_clearly(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     r = cli("plot", run, "-o", tmp_path / "x.png")
     assert r.exit_code == 2 and "nothing to plot" in r.output
+
+
+@pytest.mark.parametrize("case", ["five runs, three differing keys", "names too long for one line"])
+def test_plot_legend_and_title_lie_inside_the_figure(tmp_path, case):
+    """Several runs' labels once ran off both edges of the PNG (4 columns, whatever their width)."""
+    pytest.importorskip("matplotlib")
+    from nntrain.plot import curves_figure, import_pyplot
+
+    if case.startswith("five"):
+        paths = [make_run(tmp_path / f"r{i}", lr, bs, [0.3, 0.2], width=10 + i)
+                 for i, (lr, bs) in enumerate([(0.1, 64), (0.01, 128), (0.001, 256), (0.05, 32), (0.2, 512)])]
+    else:
+        paths = [make_run(tmp_path / ("long-run-directory-name-" * 8 + end), 0.1, 64, [0.3]) for end in ("a", "b")]
+    fig = curves_figure(paths)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        page = fig.bbox
+        for artist in [*fig.legends, fig._suptitle]:
+            box = artist.get_window_extent(renderer)
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, \
+                (artist, box, page)
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        if case.startswith("five"):  # whole: the differing keys
+            assert labels[1] == "out_features=11 lr=0.01 batch_size=128" and not any("..." in t for t in labels)
+        else:  # the middle dropped, the ends that tell the runs apart kept
+            assert [t[-1] for t in labels] == ["a", "b"] and all("..." in t for t in labels)
+    finally:
+        import_pyplot().close(fig)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -234,6 +235,50 @@ def test_commands_are_complete_and_quoted(tmp_path):
     assert "data.augment=[{type: hflip}]" in fit and all(Path(w).is_absolute() for w in fit[:5:4])
     resume = shlex.split(sw.shell_command(plan, plan.trials[0], resume=True))
     assert resume[-4:] == ["fit", "--resume", str(tmp_path / "s w" / "augment=empty"), "--quiet"]
+
+
+
+def test_workers_get_their_share_of_threads_on_every_route(tmp_path, monkeypatch):
+    """-j 2 on 4 cores: each worker gets 2 threads, for nntrain's own pool (NNTRAIN_THREADS, once
+    missing: each worker ran a pool as large as the machine) as for the BLAS libraries."""
+    from nntrain.sweep import commands, runner
+
+    threads = ("NNTRAIN_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    for name in threads:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(commands, "available_cores", lambda: 4)
+    monkeypatch.setattr(runner, "available_cores", lambda: 4)
+    started = []
+
+    class Process:  # records the environment a worker would start with, and ends at once
+        pid, returncode = 0, 0
+
+        def __init__(self, argv, env, **kwargs):
+            started.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(runner, "subprocess", SimpleNamespace(Popen=Process, STDOUT=subprocess.STDOUT,
+                                                              DEVNULL=subprocess.DEVNULL))
+    plan = sw.plan_sweep(QUICKSTART, TINY, ["optimizer.lr=0.1,0.01"], sweep_dir=tmp_path / "s")
+    sw.run_local(plan, jobs=2, quiet=True, echo=lambda text: None)  # the local runner
+    assert len(started) == 2 and all(env.get(name) == "2" for env in started for name in threads)
+
+    r = cli("sweep", QUICKSTART, "--grid", "optimizer.lr=0.1,0.01", *sets(), "--sweep-dir", tmp_path / "s",
+            "--print-commands", "--jobs", "2")
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "s" / "commands.txt").read_text().splitlines()
+    assert len(lines) == 2 and all(f"{name}=2" in shlex.split(line) for line in lines for name in threads)
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    script = sw.write_slurm(plan, 1)  # a task's threads: its --cpus-per-task, seen by a command printing its env
+    (tmp_path / "s" / "commands.txt").write_text("env\n")
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_CPUS_PER_TASK="3"))
+    assert r.returncode == 0, r.stderr
+    assert all(f"{name}=3" in r.stdout.splitlines() for name in threads), r.stdout
 
 
 # ----- running: the local runner ------------------------------------------------------------

@@ -65,5 +65,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
                           help="Override a config key, e.g. --set optimizer.lr=0.01 (repeatable; "
                                "values are YAML; list items by index or layer name: model.conv1.out_channels=64).")
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUN_FAILED", "debug_option",
+POSITIVE_INT = click.IntRange(min=1)  # a count or a size: 0 and negatives are refused by click (exit 2)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUN_FAILED", "POSITIVE_INT", "debug_option",
            "handle_errors", "set_option"]

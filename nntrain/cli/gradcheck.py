@@ -6,15 +6,17 @@ import sys
 
 import click
 
-from .common import EXIT_RUN_FAILED, debug_option, handle_errors, set_option
+from .common import EXIT_RUN_FAILED, POSITIVE_INT, debug_option, handle_errors, set_option
 
 
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @set_option
-@click.option("--examples", default=4, show_default=True, help="How many real training examples.")
-@click.option("--entries", default=20, show_default=True, help="Entries checked per tensor (random subset).")
-@click.option("--tolerance", default=1e-5, show_default=True, help="Largest relative error that passes.")
+@click.option("--examples", default=4, show_default=True, type=POSITIVE_INT, help="How many real training examples.")
+@click.option("--entries", default=20, show_default=True, type=POSITIVE_INT,
+              help="Entries checked per tensor (random subset).")
+@click.option("--tolerance", default=1e-5, show_default=True, type=click.FloatRange(min=0.0),
+              help="Largest relative error that passes.")
 @debug_option
 @handle_errors
 def gradcheck(config, overrides, examples, entries, tolerance, debug):

@@ -26,12 +26,12 @@ from .common import debug_option, handle_errors
                    "choice(v1,v2,...). Floats are rounded to 4 significant digits.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --random draws.")
 @click.option("--jobs", "-j", type=int, default=None,
-              help="Trials run at once [default: 1]; each gets cores/jobs BLAS threads.")
+              help="Trials run at once [default: 1]; each gets cores/jobs threads (NNTRAIN_THREADS and BLAS).")
 @click.option("--sweep-dir", type=click.Path(file_okay=False),
               help="Where the sweep lives [default: sweeps/<name>-<hash of config and sweep>].")
 @click.option("--print-commands", is_flag=True,
               help="Print one shell command per trial still to run (and write SWEEP/commands.txt) "
-                   "instead of running; with --jobs, each sets its BLAS threads to cores/jobs.")
+                   "instead of running; with --jobs, each sets its threads (NNTRAIN_THREADS and BLAS) to cores/jobs.")
 @click.option("--emit", type=click.Choice(["slurm"]),
               help="Write SWEEP/commands.txt and SWEEP/sweep.slurm (a job array, one trial per task) "
                    "instead of running.")

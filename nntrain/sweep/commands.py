@@ -24,7 +24,9 @@ from .plan import Sweep, Trial, sanitise
 
 COMMANDS = "commands.txt"
 SLURM_SCRIPT = "sweep.slurm"
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# threads per worker: nntrain's own pool (nntrain.ops.parallel) and the BLAS libraries'; all four, or a
+# worker would still start a pool as large as the machine and -j workers would oversubscribe the cores
+THREAD_VARIABLES = ("NNTRAIN_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # what ``nntrain fit`` writes into a run directory before its first checkpoint; a trial
 # that failed with only these may be cleared and started again
 RUN_FILES = {"config.yaml", "model.txt", "metrics.csv", "iterations.csv", "events.log", "metrics.tmp",
@@ -65,7 +67,7 @@ def clear_failed_run(run_dir: Path) -> None:
 
 # ----- command lines -----------------------------------------------------------------------
 def blas_threads(jobs: int, cores: int | None = None) -> int:
-    """BLAS threads per worker so that workers x threads <= cores (at least 1)."""
+    """Threads per worker (nntrain's and BLAS's) so that workers x threads <= cores (at least 1)."""
     cores = cores or available_cores()
     return max(1, cores // max(1, jobs))
 

@@ -40,11 +40,11 @@ class Worker:
 def run_local(sweep: Sweep, jobs: int = 1, *, quiet: bool = False, echo=None, poll: float = 0.1) -> int:
     """Run the trials still to run with ``jobs`` worker processes; the exit code (0 all finished).
 
-    Each worker is ``python -m nntrain.cli fit ...`` with OMP / OpenBLAS / MKL threads set
-    to cores // jobs. Finished trials are skipped; interrupted ones resumed; one that
-    failed before its first checkpoint is cleared and started again; a diverged one is
-    reported, not re-run. SIGINT / SIGTERM / SIGHUP stop the workers (they save
-    checkpoints) and return 130; running the same sweep again continues it.
+    Each worker is ``python -m nntrain.cli fit ...`` with its threads (NNTRAIN_THREADS and
+    OMP / OpenBLAS / MKL) set to cores // jobs. Finished trials are skipped; interrupted
+    ones resumed; one that failed before its first checkpoint is cleared and started
+    again; a diverged one is reported, not re-run. SIGINT / SIGTERM / SIGHUP stop the
+    workers (they save checkpoints) and return 130; running the same sweep again continues it.
     """
     from .. import validate as v
 
