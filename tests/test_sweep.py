@@ -214,11 +214,11 @@ def test_a_failed_run_dir_is_cleared_only_of_files_nntrain_writes(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     for name in ("config.yaml", "model.txt", "metrics.csv"):
         (run / name).write_text("x")
-    sw.clear_failed_run(run)
+    sw.prepare_fresh(run)
     assert list(run.iterdir()) == []
     (run / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="notes.txt"):
-        sw.clear_failed_run(run)
+        sw.prepare_fresh(run)
     assert (run / "notes.txt").exists()
 
 

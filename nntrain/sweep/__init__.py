@@ -36,15 +36,15 @@ Modules, one job each (``plan`` <- ``manifest``; ``commands`` <- both; ``runner`
 
 from __future__ import annotations
 
-from .commands import (COMMANDS, SLURM_SCRIPT, THREAD_VARIABLES, blas_threads, clear_failed_run, fit_argv,
-                       next_action, pending_commands, shell_command, write_commands, write_slurm)
+from .commands import (COMMANDS, SLURM_SCRIPT, THREAD_VARIABLES, blas_threads, fit_argv, next_action,
+                       pending_commands, prepare_fresh, shell_command, write_commands, write_slurm)
 from .manifest import MANIFEST, SweepLock, load_manifest, write_manifest
 from .plan import (DISTRIBUTIONS, MAX_NAME, Distribution, Sweep, Trial, expand, float_text, parse_grid, parse_param,
                    plan_sweep, short_keys, split_values, trial_ids)
 from .runner import result_line, run_local
 
 __all__ = ["COMMANDS", "DISTRIBUTIONS", "MANIFEST", "MAX_NAME", "SLURM_SCRIPT", "THREAD_VARIABLES", "Distribution",
-           "Sweep", "SweepLock", "Trial", "blas_threads", "clear_failed_run", "expand", "fit_argv", "float_text",
-           "load_manifest", "next_action", "parse_grid", "parse_param", "pending_commands", "plan_sweep",
+           "Sweep", "SweepLock", "Trial", "blas_threads", "expand", "fit_argv", "float_text", "load_manifest",
+           "next_action", "parse_grid", "parse_param", "pending_commands", "plan_sweep", "prepare_fresh",
            "result_line", "run_local", "shell_command", "short_keys", "split_values", "trial_ids", "write_commands",
            "write_manifest", "write_slurm"]

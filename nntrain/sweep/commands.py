@@ -16,9 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..ops.parallel import available_cores
-from ..rundir import STATE_FINISHED, STATE_RUNNING, STOP_DIVERGED, trial_state
+from ..rundir import STATE_FINISHED, STATE_RUNNING, STOP_DIVERGED, clear_unstarted_run, trial_state
 from .manifest import SweepLock
 from .plan import Sweep, Trial, sanitise
 
@@ -27,10 +26,6 @@ SLURM_SCRIPT = "sweep.slurm"
 # threads per worker: nntrain's own pool (nntrain.ops.parallel) and the BLAS libraries'; all four, or a
 # worker would still start a pool as large as the machine and -j workers would oversubscribe the cores
 THREAD_VARIABLES = ("NNTRAIN_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# what ``nntrain fit`` writes into a run directory before its first checkpoint; a trial
-# that failed with only these may be cleared and started again
-RUN_FILES = {"config.yaml", "model.txt", "metrics.csv", "iterations.csv", "events.log", "metrics.tmp",
-             "iterations.tmp", "checkpoints"}
 
 
 # ----- what a trial needs ------------------------------------------------------------------
@@ -44,25 +39,10 @@ def next_action(run_dir, record: dict | None = None) -> str | None:
 
 
 def prepare_fresh(run_dir: Path) -> None:
-    """``fit --run-dir`` needs a new or empty directory: clear one that failed before its first checkpoint."""
+    """``fit --run-dir`` needs a new or empty directory: clear one that failed before its first
+    checkpoint (only files nntrain writes; anything else is an error naming it)."""
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        clear_failed_run(run_dir)
-
-
-def clear_failed_run(run_dir: Path) -> None:
-    """Empty a run directory that failed before its first checkpoint (only files nntrain writes)."""
-    import shutil
-
-    entries = list(run_dir.iterdir())
-    foreign = [e.name for e in entries if e.name not in RUN_FILES and not e.name.endswith(".tmp")]
-    if foreign:
-        raise ConfigError(f"{run_dir} failed before its first checkpoint and holds files nntrain did not write "
-                          f"({', '.join(sorted(foreign))}); delete it to run the trial again")
-    for entry in entries:
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        clear_unstarted_run(run_dir)
 
 
 # ----- command lines -----------------------------------------------------------------------
