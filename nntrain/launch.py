@@ -116,6 +116,20 @@ def start(launch: Launch, runs_root) -> Path:
     return create_run_dir(launch.config["name"], runs_root, launch.run_dir)
 
 
+def follow(dist, launch: Launch | None, path) -> tuple[Launch, Path]:
+    """Under MPI: every rank gets rank 0's decision (action, run directory, config); the
+    others read the checkpoint themselves (a shared file system, as for the data)."""
+    if dist.size == 1:
+        return launch, path
+    decided = dist.broadcast_object(None if launch is None else (launch.action, str(path), launch.config,
+                                                                  launch.note))
+    action, path, config, note = decided
+    if launch is None:
+        ckpt = Checkpoint(Path(path) / "checkpoints" / "last.npz") if action in (RESUME, FINISH) else None
+        launch = Launch(action, Path(path), config, ckpt, note)
+    return launch, Path(path)
+
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> str:
     """The first key where two configs differ, as ``key: A in the run, B in the file``."""
     for k in sorted(set(a) | set(b), key=str):

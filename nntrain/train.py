@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, distributed
 from .config import config_hash, dump_yaml
 from .errors import CheckpointError, ConfigError, RunError
 from .experiment import Experiment
@@ -65,6 +65,7 @@ class Trainer:
 
         self.exp, self.config = exp, exp.config
         train = self.config["train"]
+        self.dist = distributed.context()
         self.run_dir = Path(run_dir)
         self.quiet = quiet
         self.out = out or (lambda text: print(text, flush=True))
@@ -73,6 +74,7 @@ class Trainer:
                                   augment=exp.augment, shuffle=train["shuffle"], seed=self.config["seed"],
                                   drop_last=train["drop_last"])
         self.iters_per_epoch = len(self.loader)
+        self._check_batch_divides()
         self.planned_iterations = math.ceil(train["epochs"] * self.iters_per_epoch - 1e-9)
         self.total_iterations = min(self.planned_iterations, train["max_iterations"] or self.planned_iterations)
         self.state = new_train_state(self.config, exp.network, self.iters_per_epoch, self.total_iterations)
@@ -90,6 +92,19 @@ class Trainer:
                 self.state.load_state_dict(ckpt.state_dict())
             except ConfigError as exc:  # arrays or counters that do not fit this run
                 raise CheckpointError(f"{ckpt.path}: not a valid nntrain checkpoint: {exc}") from None
+        else:
+            self.dist.broadcast_network(exp.network)
+
+    def _check_batch_divides(self) -> None:
+        """Data parallelism: every rank takes batch_size / N samples of each global batch."""
+        n, train = self.dist.size, self.config["train"]
+        if train["batch_size"] % n:
+            raise ConfigError(f"train.batch_size: {train['batch_size']} is the global batch, which the {n} ranks "
+                              f"share equally; choose a multiple of {n}")
+        last = len(self.exp.data.train) % train["batch_size"]
+        if not train["drop_last"] and 0 < last < n:
+            raise ConfigError(f"the last batch of each epoch has {last} samples, fewer than the {n} ranks: set "
+                              "train.drop_last: true, or another batch_size")
 
     def _monitor(self) -> tuple[str, str]:
         es, data = self.config["train"]["early_stopping"] or {}, self.exp.data
@@ -106,8 +121,10 @@ class Trainer:
                  BestCheckpoint(self.monitor, mode, es["min_delta"] if es else 0.0)]
         if es:
             hooks.append(EarlyStopping(es, self.monitor))
-        hooks += [CsvLogs(train["log_every"]), Checkpoints(train["checkpoint_every"])]
-        if not self.quiet:
+        hooks.append(Checkpoints(train["checkpoint_every"]))
+        if self.dist.is_main:  # one rank writes the logs and talks
+            hooks.insert(-1, CsvLogs(train["log_every"]))
+        if not self.quiet and self.dist.is_main:
             hooks.append(ConsoleLog())
             if sys.stderr.isatty():  # no bar in a file or pipe (no flood)
                 hooks.append(ProgressBar())
@@ -128,10 +145,13 @@ class Trainer:
             self.stop_request = (reason, message)
 
     def save(self, name: str) -> None:
-        """Write checkpoints/<name> atomically from the current state."""
+        """Write checkpoints/<name> atomically from the current state (collective under MPI:
+        the batch-norm running statistics are averaged first; rank 0 writes)."""
+        self.dist.average_buffers(self.state.network)
         self.state.progress.elapsed = time.perf_counter() - self._start
-        save_checkpoint(self.run_dir / "checkpoints" / name, self.state.state_dict(), meta=self._meta(),
-                        normalizer_state=self.exp.normalizer.state())
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "checkpoints" / name, self.state.state_dict(), meta=self._meta(),
+                            normalizer_state=self.exp.normalizer.state())
 
     def restore(self, state: dict, keep=()) -> None:
         """Replace the state (a divergence roll-back) and tell the hooks."""
@@ -142,6 +162,8 @@ class Trainer:
         """One line in events.log (and on the console): roll-backs, interruptions, stops."""
         line = f"[iteration {self.state.progress.iteration}, epoch {self.epoch_float:.2f}] {text}"
         self.events.append(line)
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "events.log", "a") as f:
             f.write(line + "\n")
         if not self.quiet:
@@ -203,8 +225,9 @@ class Trainer:
                 elif every and step.iteration % every == 0:
                     self.evaluate(step.lr)
                 self.hooks.call("on_step_end", self, step)
-                if self._signal is not None:
-                    self.request_stop(STOP_INTERRUPTED, f"signal {signal.Signals(self._signal).name}")
+                if self.dist.any(self._signal is not None):  # all ranks stop at the same iteration
+                    self.request_stop(STOP_INTERRUPTED, f"signal {signal.Signals(self._signal).name}"
+                                      if self._signal is not None else "a signal to another rank")
                 if step.epoch_end or self.stop_request is not None:
                     return
         finally:
@@ -214,24 +237,34 @@ class Trainer:
     def _step(self, x, y, epoch_end_iteration: int) -> StepResult:
         from .losses import error_rate
 
-        state, progress, loss = self.state, self.state.progress, self.exp.loss
+        state, progress, loss, dist = self.state, self.state.progress, self.exp.loss, self.dist
         t0 = time.perf_counter()
+        n = len(y)  # the global batch
+        if dist.size > 1:  # this rank's slice of it
+            part = dist.shard(n)
+            x, y = x[part], y[part]
         lr = state.schedule.lr(progress.iteration) * progress.lr_scale
         state.optimizer.lr = lr
         state.network.set_rng(np.random.default_rng([self.config["seed"], RNG_DROPOUT, progress.iteration]))
         logits = state.network.forward(x, training=True)
         data_loss = loss.forward(logits, y)
+        batch_error = error_rate(logits, y)
+        if dist.size > 1:  # global means, from the ranks' sums
+            loss_sum, error_sum, _ = dist.sum([data_loss * len(y), batch_error * len(y), len(y)])
+            data_loss, batch_error = loss_sum / n, error_sum / n
         wd = state.optimizer.weight_decay_energy()
         energy = data_loss + wd
         self.hooks.call("on_loss", self, energy)
-        state.network.backward(loss.backward())
+        grad = loss.backward()
+        if dist.size > 1:  # this rank's share of the global mean's gradient; summed over ranks below
+            grad *= np.float32(len(y) / n)
+        state.network.backward(grad)
+        dist.sum_gradients(state.network.named_parameters())
         state.optimizer.step()
         self.hooks.call("on_update", self, progress.iteration + 1)
-        batch_error = error_rate(logits, y)
         state.network.clear()
         progress.train_seconds += time.perf_counter() - t0
         progress.iteration += 1
-        n = len(y)
         progress.images_seen += n
         for key, value in (("energy", energy), ("loss", data_loss), ("weight_decay", wd), ("errors", batch_error)):
             progress.sums[key] += value * n
@@ -247,14 +280,28 @@ class Trainer:
                "energy": sums["energy"] / n, "loss": sums["loss"] / n, "weight_decay": sums["weight_decay"] / n,
                "train_error": sums["errors"] / n, "val_loss": None, "val_error": None}
         if exp.data.val is not None and len(exp.data.val):
-            with self.state.eval_weights():
-                result = evaluate_split(exp, exp.data.val, batch_size=self.config["eval"]["batch_size"])
+            result = self._score(exp.data.val, batch_size=self.config["eval"]["batch_size"])
             row["val_loss"], row["val_error"] = result["loss"], result["error"]
         row["seconds"] = time.perf_counter() - self._start
         progress.last_metrics = row
         self.state.schedule.observe(row[self.monitor])
         self.hooks.call("on_evaluate", self, row)
         return row
+
+    def _score(self, split, **options) -> dict:
+        """Loss, error and count on ``split`` with the evaluation weights; under MPI each rank
+        scores its slice and the sums are all-reduced."""
+        self.dist.average_buffers(self.state.network)
+        if self.dist.size > 1:
+            split = split.take(self.dist.shard(len(split)))
+        with self.state.eval_weights():
+            result = evaluate_split(self.exp, split, **options)
+        if self.dist.size == 1:
+            return result
+        n_here = result["n"]
+        sums = [result["loss"] * n_here, result["error"] * n_here, n_here] if n_here else [0.0, 0.0, 0]
+        loss_sum, error_sum, n = self.dist.sum(sums)
+        return {"loss": loss_sum / n, "error": error_sum / n, "n": int(n)}
 
     def finalize(self, stop_reason: str) -> dict:
         """Write the summary (and test at the end) of a run whose last checkpoint already ended it."""
@@ -274,7 +321,8 @@ class Trainer:
         if stop_reason in (STOP_FINISHED, STOP_EARLY, STOP_MAX_ITERATIONS) and self.config["train"]["test_at_end"]:
             test = self._test(self._restore_best_for_testing())
         summary = self._summary(test)
-        save_json(self.run_dir / "summary.json", summary)
+        if self.dist.is_main:
+            save_json(self.run_dir / "summary.json", summary)
         return summary
 
     def _restore_best_for_testing(self) -> str:
@@ -282,6 +330,7 @@ class Trainer:
         es = self.config["train"]["early_stopping"]
         if not (es and es["restore_best"] and self.state.progress.best["iteration"] is not None):
             return "last.npz"
+        self.dist.barrier()  # rank 0 has written it
         best = Checkpoint(self.run_dir / "checkpoints" / "best.npz")
         self.state.network.load_state_dict(best.network_state())
         if self.state.ema is not None:
@@ -292,12 +341,10 @@ class Trainer:
         if self.exp.data.test is None:
             return None
         ev = self.config["eval"]
-        with self.state.eval_weights():
-            result = evaluate_split(self.exp, self.exp.data.test, batch_size=ev["batch_size"], tta=ev["tta"],
-                                    padding=ev["padding"])
+        result = self._score(self.exp.data.test, batch_size=ev["batch_size"], tta=ev["tta"], padding=ev["padding"])
         test = {"error": result["error"], "accuracy": 1.0 - result["error"], "loss": result["loss"],
                 "n": result["n"], "tta": ev["tta"], "checkpoint": checkpoint_name}
-        if not self.quiet:
+        if not self.quiet and self.dist.is_main:
             self.out(f"test: error {test['error']:.4f}  accuracy {test['accuracy']:.4f}  "
                      f"({test['n']} images, tta {ev['tta']}, weights of {checkpoint_name})")
         return test
@@ -316,7 +363,7 @@ class Trainer:
         return {
             "name": self.config["name"], "run_dir": str(self.run_dir), "config_hash": config_hash(self.config),
             "stop_reason": progress.stop_reason, "epochs": self.epoch_float, "iterations": progress.iteration,
-            "iterations_per_epoch": self.iters_per_epoch,
+            "iterations_per_epoch": self.iters_per_epoch, "ranks": self.dist.size,
             "best": {"monitor": self.monitor, "value": best["value"], "epoch": best["epoch"],
                      "iteration": best["iteration"], "val_error": (best["metrics"] or {}).get("val_error")},
             "final": progress.last_metrics, "test": test,
@@ -330,6 +377,8 @@ class Trainer:
 
     # ----- the run directory and signals ------------------------------------------------
     def _write_run_files(self) -> None:
+        if not self.dist.is_main:
+            return
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.run_dir)
         with atomic_open(self.run_dir / "config.yaml", "w") as f:

@@ -35,29 +35,48 @@ def handle_errors(fn):
         from ..errors import NNTrainError
 
         try:
+            from ..distributed import share_cores_between_ranks
             from ..ops.memory import keep_freed_memory
             from ..ops.parallel import num_threads
 
+            share_cores_between_ranks()  # under mpiexec: each rank its share of the cores
             num_threads()
             keep_freed_memory()
             return fn(*args, **kwargs)
         except NNTrainError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            fail(f"error: {exc}", exc.exit_code)
         except KeyboardInterrupt:
             if debug:
                 raise
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            fail("interrupted", EXIT_INTERRUPTED)
         except MemoryError:
             if debug:
                 raise
-            click.echo("error: out of memory; try a smaller train.batch_size or eval.batch_size", err=True)
-            sys.exit(EXIT_RUN_FAILED)
+            fail("error: out of memory; try a smaller train.batch_size or eval.batch_size", EXIT_RUN_FAILED)
+        except OSError as exc:  # the environment failed us: a full disk, a vanished file system
+            if debug:
+                raise
+            where = f" at {exc.filename}" if exc.filename else ""
+            fail(f"error: {(exc.strerror or str(exc)).lower()}{where}", EXIT_RUN_FAILED)
 
     return wrapper
+
+
+def fail(message: str, code: int) -> None:
+    """Print the one message and exit; under MPI, stop the other ranks too (they would wait
+    for this one forever), prefixing the message with the rank when it is not rank 0."""
+    from .. import distributed
+
+    dist = distributed.current()
+    if dist.size > 1 and not dist.is_main:
+        message = f"[rank {dist.rank}] {message}"
+    click.echo(message, err=True)
+    if dist.size > 1:
+        sys.stderr.flush()
+        dist.abort(code)
+    sys.exit(code)
 
 
 debug_option = click.option("--debug", is_flag=True, help="Show the full traceback on errors.")

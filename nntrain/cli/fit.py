@@ -36,28 +36,31 @@ def fit(config, overrides, run_dir, runs_root, resume_dir, resume_if_exists, qui
     epoch), iterations.csv, events.log, checkpoints/{best,last}.npz and summary.json into
     a new run directory. Ctrl-C saves a checkpoint; continue with --resume RUN_DIR.
     """
+    from .. import distributed
     from .. import launch as plan_
     from ..experiment import build_experiment
     from ..rundir import STOP_DIVERGED, STOP_INTERRUPTED, read_summary
     from ..train import Trainer
 
+    dist = distributed.context()
+    quiet = quiet or not dist.is_main  # under MPI rank 0 alone talks
     say = functools.partial(click.echo, err=as_json)  # with --json, stdout is for the JSON alone
     command = "nntrain " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    launch = plan_.plan(config, overrides, run_dir=run_dir, resume_dir=resume_dir,
-                        resume_if_exists=resume_if_exists)
+    launch, path = None, None
+    if dist.is_main:  # rank 0 decides and creates the run directory; the other ranks follow
+        launch = plan_.plan(config, overrides, run_dir=run_dir, resume_dir=resume_dir,
+                            resume_if_exists=resume_if_exists)
+        path = plan_.start(launch, runs_root) if launch.action == plan_.START else launch.run_dir
+    launch, path = plan_.follow(dist, launch, path)
     if launch.action == plan_.ENDED:
         summary = read_summary(launch.run_dir)
-        click.echo(json.dumps(summary, indent=2) if as_json else (str(launch.run_dir) if quiet else launch.note))
+        if dist.is_main:
+            click.echo(json.dumps(summary, indent=2) if as_json else (str(path) if quiet else launch.note))
         sys.exit(EXIT_RUN_FAILED if summary.get("stop_reason") == STOP_DIVERGED else EXIT_OK)
     ckpt = launch.checkpoint
     exp = build_experiment(launch.config, normalizer_state=ckpt.group("norm") if ckpt else None)
     out = functools.partial(click.echo, err=as_json)
-    if launch.action == plan_.START:
-        path = plan_.start(launch, runs_root)
-        trainer = Trainer(exp, path, quiet=quiet, command=command, out=out)
-    else:
-        path = launch.run_dir
-        trainer = Trainer(exp, path, quiet=quiet, resume=True, command=command, out=out)
+    trainer = Trainer(exp, path, quiet=quiet, resume=launch.action != plan_.START, command=command, out=out)
     if launch.note and not quiet:
         say(launch.note)
     if launch.action == plan_.FINISH:
@@ -70,12 +73,9 @@ def fit(config, overrides, run_dir, runs_root, resume_dir, resume_if_exists, qui
                 f"{exp.network.macs_per_sample:,} multiply-adds per image; "
                 f"{trainer.iters_per_epoch} iterations per epoch")
         summary = trainer.run()
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
-    elif quiet:
-        click.echo(str(path))
-    else:
-        click.echo(done_line(summary, path))
+    if dist.is_main:
+        click.echo(json.dumps(summary, indent=2, default=str) if as_json
+                   else str(path) if quiet else done_line(summary, path))
     if summary["stop_reason"] == STOP_DIVERGED:
         sys.exit(EXIT_RUN_FAILED)
     if summary["stop_reason"] == STOP_INTERRUPTED:

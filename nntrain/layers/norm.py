@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import distributed
 from .. import validate as v
 from ..errors import ConfigError
 from ..ops.parallel import parallel_for
@@ -38,8 +39,9 @@ class _BatchNorm(Layer):
     _rank = 0  # per-sample rank of the input, set by subclasses
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
-                 weight: bool = True, bias: bool = True):
+                 weight: bool = True, bias: bool = True, sync: bool = False):
         self.momentum = v.real(momentum, "momentum", min_value=0.0, max_value=1.0)
+        self.sync = v.boolean(sync, "sync")
         self.eps = v.positive(eps, "eps")
         affine, weight, bias = (v.boolean(val, name) for val, name in
                                 ((affine, "affine"), (weight, "weight"), (bias, "bias")))
@@ -56,9 +58,15 @@ class _BatchNorm(Layer):
     def _col(self, vec):
         raise NotImplementedError
 
-    def build(self, input_shapes, rng, dtype):
+    def param_shapes(self, input_shapes):
         (shape,) = input_shapes
         expect_rank(shape, self._rank, self._what)
+        used = (("weight", self.use_weight), ("bias", self.use_bias))
+        return {name: (shape[0],) for name, use in used if use}
+
+    def build(self, input_shapes, rng, dtype):
+        self.param_shapes(input_shapes)  # checks the rank
+        (shape,) = input_shapes
         c = shape[0]
         if self.use_weight:
             self.weight = Parameter(np.ones(c, dtype=dtype), decay=False)
@@ -113,6 +121,8 @@ class _BatchNorm(Layer):
 
             self._channels(len(scale), affine, 2 * x2.size)
             return y.reshape(x.shape)
+        if self.sync and distributed.current().size > 1:
+            return self._forward_synced(x, x2, axis)
         m = x2.shape[axis]
         if m < 2:
             raise ConfigError(f"{self.type_name}: training needs more than one value per channel to "
@@ -148,8 +158,48 @@ class _BatchNorm(Layer):
         self.running_var *= 1.0 - mom
         self.running_var += (mom * m / (m - 1)) * var  # unbiased batch variance (m >= 2)
 
+    def _forward_synced(self, x, x2, axis):
+        """Training forward with statistics over the global batch of all MPI ranks
+        (nntrain.distributed): two all-reduces, of the per-channel sums then of the
+        centred squares, so the variance keeps the two-pass accuracy of one process."""
+        col, comm = self._col, distributed.current()
+        m = comm.sum([x2.shape[axis]])[0]
+        if m < 2:
+            raise ConfigError(f"{self.type_name}: training needs more than one value per channel to normalise")
+        mean = comm.sum_array(x2.sum(axis=axis)) / x2.dtype.type(m)
+        xhat = x2 - col(mean)
+        var = comm.sum_array(np.square(xhat).sum(axis=axis)) / x2.dtype.type(m)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x2.dtype)
+        xhat *= col(inv_std)
+        y = xhat * col(self.weight.value) if self.use_weight else xhat.copy()
+        if self.use_bias:
+            y += col(self.bias.value)
+        self._update_running(mean, var, m)
+        self._cache_xhat, self._cache_inv_std, self._cache_x, self._synced_m = xhat, inv_std, None, m
+        return y.reshape(x.shape)
+
+    def _backward_synced(self, dy, dy2, axis):
+        """dx from the global sums of dy and dy * xhat (one all-reduce); the parameter
+        gradients stay this rank's sums (the trainer's gradient all-reduce adds them up)."""
+        col, xhat, m = self._col, self._cache_xhat, self._synced_m
+        sum_dy, sum_dy_xhat = dy2.sum(axis=axis), (dy2 * xhat).sum(axis=axis)
+        both = distributed.current().sum_array(np.concatenate([sum_dy, sum_dy_xhat]))
+        k = self._cache_inv_std * self.weight.value if self.use_weight else self._cache_inv_std
+        if self.use_weight:
+            self.weight.grad[...] = sum_dy_xhat
+        if self.use_bias:
+            self.bias.grad[...] = sum_dy
+        if not self.needs_input_grad:
+            return None
+        c = len(sum_dy)
+        dx = dy2 - col(both[:c] / m) - xhat * col(both[c:] / m)
+        dx *= col(k)
+        return dx.reshape(dy.shape)
+
     def backward(self, dy):
         dy2, axis = self._view(dy)
+        if self._cache_xhat is not None and self.sync and distributed.current().size > 1:
+            return self._backward_synced(dy, dy2, axis)
         col, rows = self._col, self._rows
         xhat = self._cache_xhat
         if xhat is None:  # forward ran in eval mode: an affine map with fixed statistics
@@ -194,7 +244,8 @@ class BatchNorm2d(_BatchNorm):
     _rank = 3
     _what = "an image (C, H, W)"
     examples = [({}, [(2, 3, 3)]), ({"affine": False}, [(2, 2, 3)]),
-                ({"weight": False, "momentum": 0.2, "eps": 1e-3}, [(3, 2, 2)])]
+                ({"weight": False, "momentum": 0.2, "eps": 1e-3}, [(3, 2, 2)]),
+                ({"sync": True}, [(2, 3, 3)])]  # one process: the same as sync: false
 
     def _view(self, x):
         return x.reshape(x.shape[0], -1), 1
@@ -241,6 +292,9 @@ class LayerNorm(Layer):
         self.affine = v.boolean(affine, "affine")
         self.weight = self.bias = None
         self._cache_xhat = self._cache_inv_std = None
+
+    def param_shapes(self, input_shapes):
+        return {"weight": tuple(input_shapes[0]), "bias": tuple(input_shapes[0])} if self.affine else {}
 
     def build(self, input_shapes, rng, dtype):
         (shape,) = input_shapes
