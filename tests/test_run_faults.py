@@ -251,7 +251,8 @@ def test_json_output_is_only_json(tmp_path):
 
 
 def _evaluations(run_dir):
-    return read_csv(run_dir / "metrics.csv")
+    """metrics.csv without its wall-clock column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_csv(run_dir / "metrics.csv")]
 
 
 @pytest.mark.parametrize("patience", [1, 2, 3])
@@ -299,3 +300,45 @@ def test_eval_warns_when_the_tta_shows_views_training_never_did(tmp_path):
     assert "warning: tta flip shows the model mirrored images" in r.stderr and "warning" not in r.stdout
     r = CliRunner().invoke(main, ["eval", str(tmp_path / "r"), "--tta", "translate", "--json"])
     assert r.exit_code == 0 and "warning" not in r.stderr and json.loads(r.stdout)["warnings"] == []
+
+
+# ----- fit --resume-if-exists (requeued Slurm jobs, re-run sweep commands) -------------------------
+def test_resume_if_exists_starts_resumes_or_reports(tmp_path):
+    config = tiny(tmp_path)
+    full = fit_quiet(config, tmp_path / "full")
+    run_dir = tmp_path / "r"
+    args = ["fit", config, "--run-dir", run_dir, "--resume-if-exists", "-q"]
+    # 1. new: started (here interrupted at iteration 7, as a preempted job)
+    Trainer(build_experiment(load_config(config)), run_dir, quiet=True, stop_at_iteration=7).run()
+    assert json.loads((run_dir / "summary.json").read_text())["stop_reason"] == "interrupted"
+    # 2. interrupted: resumed, to the uninterrupted run's numbers
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run_dir / "summary.json").read_text())["test"] == full["test"]
+    assert _evaluations(run_dir) == _evaluations(tmp_path / "full")
+    # 3. finished: reported, exit 0, nothing rewritten
+    before = (run_dir / "checkpoints" / "last.npz").stat().st_mtime_ns
+    r = CliRunner().invoke(main, [str(a) for a in ["fit", config, "--run-dir", run_dir, "--resume-if-exists"]])
+    assert r.exit_code == 0 and "already ended (finished)" in r.output
+    assert (run_dir / "checkpoints" / "last.npz").stat().st_mtime_ns == before
+    # an empty or missing directory: started
+    (tmp_path / "empty").mkdir()
+    assert run("fit", config, "--run-dir", tmp_path / "empty", "--resume-if-exists", "-q").exit_code == 0
+    assert json.loads((tmp_path / "empty" / "summary.json").read_text())["test"] == full["test"]
+    # another config for an existing run: refused with the difference
+    other = write_yaml(tmp_path / "other.yaml", {**TINY, "seed": 4})
+    assert "seed: 3 in the run, 4 in the file" in one_error(run("fit", other, "--run-dir", run_dir,
+                                                                "--resume-if-exists"))
+    assert "needs CONFIG and --run-dir" in one_error(run("fit", config, "--resume-if-exists"))
+
+
+def test_printed_sweep_commands_can_run_again(tmp_path):
+    """Each printed command uses --resume-if-exists: run twice (a requeued job), it reports."""
+    config = tiny(tmp_path, epochs=1)
+    r = run("sweep", config, "--grid", "optimizer.lr=0.05,0.02", "--sweep-dir", tmp_path / "s", "--print-commands")
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "s" / "commands.txt").read_text().splitlines()
+    assert len(lines) == 2 and all("--resume-if-exists" in line for line in lines)
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", lines[0]], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr

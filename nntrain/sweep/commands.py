@@ -62,16 +62,19 @@ def package_path() -> str | None:
     return None if root in installed else str(root)
 
 
-def fit_argv(sweep: Sweep, trial: Trial, resume: bool) -> list[str]:
-    """The ``nntrain fit`` command line of a trial (absolute paths)."""
+def fit_argv(sweep: Sweep, trial: Trial, resume: bool | None) -> list[str]:
+    """The ``nntrain fit`` command line of a trial (absolute paths): a fresh start, a resume,
+    or (``resume=None``) ``--resume-if-exists``, right however often it runs (printed commands,
+    requeued Slurm tasks): it starts, resumes or reports the trial as its directory says."""
     head = [sys.executable, "-m", "nntrain.cli", "fit"]
     if resume:
         return [*head, "--resume", str(sweep.run_dir(trial)), "--quiet"]
     sets = [a for s in sweep.sets + trial.overrides for a in ("--set", s)]
-    return [*head, str(sweep.config), *sets, "--run-dir", str(sweep.run_dir(trial)), "--quiet"]
+    tail = ["--resume-if-exists"] if resume is None else []
+    return [*head, str(sweep.config), *sets, "--run-dir", str(sweep.run_dir(trial)), *tail, "--quiet"]
 
 
-def shell_command(sweep: Sweep, trial: Trial, resume: bool, threads: int | None = None) -> str:
+def shell_command(sweep: Sweep, trial: Trial, resume: bool | None, threads: int | None = None) -> str:
     """One complete shell command: cd to where the sweep was made (relative data paths), the
     environment it needs, then ``python -m nntrain.cli fit ...``; every word shlex-quoted."""
     env = []
@@ -85,10 +88,10 @@ def shell_command(sweep: Sweep, trial: Trial, resume: bool, threads: int | None 
 
 # ----- commands.txt and sweep.slurm ---------------------------------------------------------
 def pending_commands(sweep: Sweep, threads: int | None = None) -> tuple[list[tuple[Trial, str]], dict[str, int]]:
-    """Commands for the trials still to run (resume where there is a checkpoint); and counts by status.
-
-    A trial that failed before its first checkpoint is cleared here, so its command can run.
-    """
+    """Commands for the trials still to run, and counts by status. Each command is
+    ``fit ... --resume-if-exists``: run again after a preemption or a requeue, it resumes
+    its trial (or starts it over if it stopped before its first checkpoint, or reports it
+    finished) instead of failing on a non-empty run directory."""
     out, counts = [], {}
     sweep.directory.mkdir(parents=True, exist_ok=True)
     with SweepLock(sweep.directory):  # not while a local runner works on this sweep
@@ -97,11 +100,8 @@ def pending_commands(sweep: Sweep, threads: int | None = None) -> tuple[list[tup
             status, _ = trial_state(run_dir, trial.record)
             trial.record["status"] = status
             counts[status] = counts.get(status, 0) + 1
-            action = next_action(run_dir, trial.record)
-            if action == "fresh":
-                prepare_fresh(run_dir)
-            if action:
-                out.append((trial, shell_command(sweep, trial, action == "resume", threads)))
+            if next_action(run_dir, trial.record):
+                out.append((trial, shell_command(sweep, trial, None, threads)))
     return out, counts
 
 
@@ -126,8 +126,9 @@ def write_slurm(sweep: Sweep, n: int, cpus: int = 2) -> Path:
 # nntrain sweep {sweep.name}: one trial per array task; task i runs line i+1 of
 #   {commands}
 # Submit with: sbatch {sweep.directory / SLURM_SCRIPT}   (add --partition, --time, --mem for your cluster)
-# After an interruption, run the same `nntrain sweep ... --emit slurm` again: it rewrites
-# commands.txt with the trials still to run (resuming those with a checkpoint) and this array.
+# Each command uses `fit --resume-if-exists`, so a preempted or requeued task (sbatch --requeue)
+# resumes its trial from its last checkpoint. Running the same `nntrain sweep ... --emit slurm`
+# again rewrites commands.txt with only the trials still to run, and this array.
 #SBATCH --job-name=nntrain-{sanitise(sweep.name)}
 #SBATCH --array=0-{n - 1}
 #SBATCH --cpus-per-task={cpus}
