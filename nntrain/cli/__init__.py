@@ -6,6 +6,7 @@ One module per command group, each a click command registered on ``main`` here:
     evaluate.py   eval, show         score a saved model; resolved config and layer table
     gradcheck.py  gradcheck          finite-difference check of a network
     data.py       data fetch         download a data set
+    export.py     export             a saved model as ONNX
     sweep.py      sweep, compare,    many runs of one experiment; a table of runs;
                   plot               their curves
     common.py     the error wrapper (one message and an exit code), --debug, --set
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import click
 
-from . import data, evaluate, fit, gradcheck, sweep
+from . import data, evaluate, export, fit, gradcheck, sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -36,11 +37,12 @@ def main():
     nntrain sweep exp.yaml --grid optimizer.lr=0.1,0.01 --jobs 2
     nntrain compare sweeps/exp-*/ --sort val_error
     nntrain plot runs/a runs/b -o curves.png
+    nntrain export runs/RUN -o model.onnx          the model as ONNX (raw images in)
     """
 
 
 for _command in (fit.fit, evaluate.eval_, evaluate.show, gradcheck.gradcheck, data.data,
-                 sweep.sweep, sweep.compare, sweep.plot):
+                 sweep.sweep, sweep.compare, sweep.plot, export.export):
     main.add_command(_command)
 
 __all__ = ["main"]

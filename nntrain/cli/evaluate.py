@@ -18,9 +18,11 @@ from .common import POSITIVE_INT, debug_option, handle_errors, set_option
                                       "(config: the checkpoint's eval.tta).")
 @click.option("--batch-size", type=POSITIVE_INT, default=None, help="Default: the config's eval.batch_size.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--confusion", type=click.Path(dir_okay=False), metavar="PNG",
+              help="Also draw the confusion matrix as a heat map with per-class accuracy (needs matplotlib).")
 @debug_option
 @handle_errors
-def eval_(checkpoint, data_path, split, tta, batch_size, as_json, debug):
+def eval_(checkpoint, data_path, split, tta, batch_size, as_json, confusion, debug):
     """Score a saved model (a checkpoint .npz, or a run directory: its best.npz) on a split.
 
     Prints error, accuracy, loss, per-class accuracy and the confusion matrix. The
@@ -29,6 +31,10 @@ def eval_(checkpoint, data_path, split, tta, batch_size, as_json, debug):
     """
     from ..evaluate import evaluate_checkpoint, format_report
 
+    if confusion:
+        from ..plot import import_pyplot
+
+        import_pyplot()  # a missing matplotlib is reported before the evaluation
     result = evaluate_checkpoint(checkpoint, split=split, tta=None if tta == "config" else tta,
                                  data_path=data_path, batch_size=batch_size)
     for warning in result["warnings"]:
@@ -37,6 +43,10 @@ def eval_(checkpoint, data_path, split, tta, batch_size, as_json, debug):
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(format_report(result))
+    if confusion:
+        from ..pictures import plot_confusion
+
+        click.echo(f"confusion matrix: {plot_confusion(result, confusion)}", err=as_json)
 
 
 @click.command()

@@ -131,20 +131,27 @@ def compare(paths, sort_by, reverse, as_csv, as_json, debug):
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--output", "-o", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
-              help="The PNG to write.")
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
+              help="The PNG to write [default: curves.png, or filters.png with --filters].")
 @click.option("--title", default=None, help="Figure title [default: the runs].")
 @click.option("--linear", is_flag=True, help="Error panels on a linear axis from 0 [default: log].")
+@click.option("--filters", is_flag=True, help="Instead: the first convolution's filters of one run (nntrain.pictures).")
 @debug_option
 @handle_errors
-def plot(paths, output, title, linear, debug):
+def plot(paths, output, title, linear, filters, debug):
     """Training curves of runs, overlaid, in one PNG.
 
     Energy, training error, validation error and learning rate against the epoch
     (needs matplotlib: pip install 'nntrain[plot]').
 
     PATHS are run directories, sweep directories (all their trials) or folders of them.
+    With --filters, one run: its model's first convolution filters as an image grid.
     """
+    if filters:
+        from ..pictures import plot_filters
+
+        click.echo(str(plot_filters(paths, output or "filters.png", title=title)))
+        return
     from ..plot import plot_runs
 
-    click.echo(str(plot_runs(paths, output, title=title, log_errors=not linear)))
+    click.echo(str(plot_runs(paths, output or "curves.png", title=title, log_errors=not linear)))
