@@ -71,7 +71,7 @@ from nntrain.graph import Network  # noqa: E402
 from nntrain.losses import make_loss  # noqa: E402
 from nntrain.optim import make_optimizer  # noqa: E402
 from nntrain.ops.memory import keep_freed_memory  # noqa: E402
-from nntrain.train import machine_info  # noqa: E402
+from nntrain.machine import machine_info  # noqa: E402
 
 try:
     import torch

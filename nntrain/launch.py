@@ -116,18 +116,20 @@ def start(launch: Launch, runs_root) -> Path:
     return create_run_dir(launch.config["name"], runs_root, launch.run_dir)
 
 
-def follow(dist, launch: Launch | None, path) -> tuple[Launch, Path]:
+def follow(dist, launch: Launch | None) -> Launch:
     """Under MPI: every rank gets rank 0's decision (action, run directory, config); the
     others read the checkpoint themselves (a shared file system, as for the data)."""
     if dist.size == 1:
-        return launch, path
-    decided = dist.broadcast_object(None if launch is None else (launch.action, str(path), launch.config,
-                                                                  launch.note))
-    action, path, config, note = decided
+        return launch
+    decided = dist.broadcast_object(None if launch is None else (
+        launch.action, None if launch.run_dir is None else str(launch.run_dir), launch.config, launch.note,
+        launch.start_over))
     if launch is None:
-        ckpt = Checkpoint(Path(path) / "checkpoints" / "last.npz") if action in (RESUME, FINISH) else None
-        launch = Launch(action, Path(path), config, ckpt, note)
-    return launch, Path(path)
+        action, run_dir, config, note, start_over = decided
+        run_dir = None if run_dir is None else Path(run_dir)
+        ckpt = Checkpoint(run_dir / "checkpoints" / "last.npz") if action in (RESUME, FINISH) else None
+        launch = Launch(action, run_dir, config, ckpt, note, start_over)
+    return launch
 
 
 def config_diff(a: dict, b: dict, prefix: str = "") -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import platform
 import signal
 import sys
 import time
@@ -45,15 +44,18 @@ from .fileio import atomic_open, save_json
 from .graph import RNG_DROPOUT
 from .hooks import (BestCheckpoint, Checkpoints, ConsoleLog, CsvLogs, Diverged, DivergenceGuard, EarlyStopping,
                     Hooks, ProgressBar, StepResult, StopAtIteration, WeightAveraging)
-from .ops.parallel import available_cores
+from .machine import machine_info
 from .rundir import (STOP_DIVERGED, STOP_EARLY, STOP_FINISHED, STOP_INTERRUPTED, STOP_MAX_ITERATIONS,
                      Checkpoint, remove_stale_temporaries, save_checkpoint)
 from .state import new_train_state, zero_sums
+from .tensorboard import TensorBoardHook, tensorboard_option
 
 
 class Trainer:
     """Runs one experiment into one run directory; ``run()`` returns the summary dict.
 
+    ``run_dir`` may be None until ``run()`` for a fresh start (the command line creates the
+    directory only once the experiment and the trainer have been built without error).
     ``hooks`` are added after the built-in ones (nntrain.hooks). ``stop_at_iteration``
     (Python API, for tests) behaves like a Ctrl-C arriving just after that iteration.
     ``out`` prints a progress line (default: stdout).
@@ -66,7 +68,7 @@ class Trainer:
         self.exp, self.config = exp, exp.config
         train = self.config["train"]
         self.dist = distributed.context()
-        self.run_dir = Path(run_dir)
+        self.run_dir = None if run_dir is None else Path(run_dir)  # None: set before run()
         self.quiet = quiet
         self.out = out or (lambda text: print(text, flush=True))
         self.command = command
@@ -121,9 +123,12 @@ class Trainer:
                  BestCheckpoint(self.monitor, mode, es["min_delta"] if es else 0.0)]
         if es:
             hooks.append(EarlyStopping(es, self.monitor))
-        hooks.append(Checkpoints(train["checkpoint_every"]))
         if self.dist.is_main:  # one rank writes the logs and talks
-            hooks.insert(-1, CsvLogs(train["log_every"]))
+            hooks.append(CsvLogs(train["log_every"]))
+        hooks.append(Checkpoints(train["checkpoint_every"]))
+        tensorboard = tensorboard_option(train.get("tensorboard"))
+        if tensorboard and self.dist.is_main:  # built now: without tensorboardX, exit 2 before any file
+            hooks.append(TensorBoardHook(histograms=tensorboard["histograms"]))
         if not self.quiet and self.dist.is_main:
             hooks.append(ConsoleLog())
             if sys.stderr.isatty():  # no bar in a file or pipe (no flood)
@@ -414,30 +419,4 @@ class Trainer:
                 signal.signal(s, h)
 
 
-def machine_info() -> dict:
-    return {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
-            "cpu": _cpu_model(), "cores": available_cores()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def check_resumable(run_dir) -> Checkpoint:
-    """The run's last checkpoint, or a clear error if the run cannot be resumed."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such run directory")
-    path = run_dir / "checkpoints" / "last.npz"
-    if not path.exists():
-        raise ConfigError(f"--resume {run_dir}: no checkpoint to resume from ({path} is missing)")
-    return Checkpoint(path)
-
-
-__all__ = ["Trainer", "check_resumable", "machine_info", "RunError"]
+__all__ = ["Trainer", "RunError"]

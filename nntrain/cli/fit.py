@@ -6,6 +6,7 @@ import functools
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,12 +25,15 @@ from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, debug_option, ha
 @click.option("--resume-if-exists", is_flag=True,
               help="With --run-dir D: start D if new or empty, resume it if interrupted, report it (exit 0) "
                    "if it already finished. For requeued Slurm jobs and re-run sweep commands.")
+@click.option("--tensorboard", is_flag=True,
+              help="Log the curves for TensorBoard in RUN/tensorboard/ (as --set train.tensorboard=true; "
+                   "pip install 'nntrain[tensorboard]').")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output (for sweeps); the run directory is still printed.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as JSON at the end: stdout holds only the JSON, progress goes to stderr.")
 @debug_option
 @handle_errors
-def fit(config, overrides, run_dir, runs_root, resume_dir, resume_if_exists, quiet, as_json, debug):
+def fit(config, overrides, run_dir, runs_root, resume_dir, resume_if_exists, tensorboard, quiet, as_json, debug):
     """Train the experiment CONFIG (a YAML file).
 
     Writes the resolved config, metrics.csv (energy, training and validation error per
@@ -46,21 +50,26 @@ def fit(config, overrides, run_dir, runs_root, resume_dir, resume_if_exists, qui
     quiet = quiet or not dist.is_main  # under MPI rank 0 alone talks
     say = functools.partial(click.echo, err=as_json)  # with --json, stdout is for the JSON alone
     command = "nntrain " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    launch, path = None, None
-    if dist.is_main:  # rank 0 decides and creates the run directory; the other ranks follow
+    if tensorboard:
+        overrides = (*overrides, "train.tensorboard=true")
+    launch = None
+    if dist.is_main:  # rank 0 decides; the other ranks follow
         launch = plan_.plan(config, overrides, run_dir=run_dir, resume_dir=resume_dir,
                             resume_if_exists=resume_if_exists)
-        path = plan_.start(launch, runs_root) if launch.action == plan_.START else launch.run_dir
-    launch, path = plan_.follow(dist, launch, path)
+    launch = plan_.follow(dist, launch)
     if launch.action == plan_.ENDED:
         summary = read_summary(launch.run_dir)
         if dist.is_main:
-            click.echo(json.dumps(summary, indent=2) if as_json else (str(path) if quiet else launch.note))
+            click.echo(json.dumps(summary, indent=2) if as_json else (str(launch.run_dir) if quiet else launch.note))
         sys.exit(EXIT_RUN_FAILED if summary.get("stop_reason") == STOP_DIVERGED else EXIT_OK)
     ckpt = launch.checkpoint
     exp = build_experiment(launch.config, normalizer_state=ckpt.group("norm") if ckpt else None)
     out = functools.partial(click.echo, err=as_json)
-    trainer = Trainer(exp, path, quiet=quiet, resume=launch.action != plan_.START, command=command, out=out)
+    fresh = launch.action == plan_.START
+    trainer = Trainer(exp, None if fresh else launch.run_dir, quiet=quiet, resume=not fresh, command=command, out=out)
+    # only now, with the config, data and trainer known good, is a run directory made
+    path = plan_.start(launch, runs_root) if dist.is_main and fresh else launch.run_dir
+    path = trainer.run_dir = Path(dist.broadcast_object(str(path)))
     if launch.note and not quiet:
         say(launch.note)
     if launch.action == plan_.FINISH:
