@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .fileio import load_npz, save_npz
 from .layers.base import Layer, Parameter, to_internal, to_public
 from .registry import LAYERS, did_you_mean
+from .sizes import Estimate, check_batch_memory
 
 INPUT = "input"
 # Random streams are SeedSequence([seed, tag, ...]); the tags keep weight init and dropout
@@ -178,12 +179,22 @@ class Network:
         return seen
 
     def _infer_shapes(self, init_rng) -> None:
+        """Build every layer in order; each layer's parameters are counted before ``build``
+        allocates them and its output after, so a network that cannot fit in memory is
+        refused before anything large is allocated (``nntrain.sizes``)."""
+        from .ops.parallel import num_threads
+
         shapes = {INPUT: self.input_shape}
+        self.memory = Estimate(self.dtype.itemsize, self.input_shape, num_threads())
         for node in self.order:
             node.input_shapes = [shapes[s] for s in node.inputs]
             where = f"model[{node.index}] ('{node.name}', {node.layer.type_name})"
             try:
+                self.memory.add_parameters(node.name, node.layer.param_shapes(node.input_shapes))
                 out = node.layer.build(node.input_shapes, init_rng, self.dtype)
+                self.memory.add_output(node.name, node.inputs, out, has_params=bool(node.layer.params()),
+                                       workspace=node.layer.workspace_bytes(node.input_shapes, out,
+                                                                            self.dtype.itemsize))
             except ConfigError as exc:
                 shown = ", ".join(f"{s} {tuple(shapes[s])}" for s in node.inputs)
                 raise ConfigError(f"{where}: {exc} (inputs: {shown})") from None
@@ -418,6 +429,12 @@ class Network:
     @property
     def macs_per_sample(self) -> int:
         return sum(n.macs for n in self.order)
+
+    def check_memory(self, batch_size: int, *, training: bool = True, option: str = "train.batch_size") -> None:
+        """ConfigError if a training step (or an evaluation pass) at ``batch_size`` cannot
+        fit in this machine's memory; the message names ``option`` and the numbers.
+        ``self.memory`` (an ``nntrain.sizes.Estimate``) holds the estimate itself."""
+        check_batch_memory(self.memory, batch_size, training=training, option=option)
 
     def output_shapes(self) -> list[tuple]:
         return [self.by_name[n].output_shape for n in self.output_names]

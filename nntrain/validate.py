@@ -11,6 +11,11 @@ import numbers
 
 from .errors import ConfigError
 
+# The largest size-like integer an option may take (a count of features, channels, pixels,
+# steps...): nothing legitimate comes near it, and larger values would overflow numpy's
+# int32/intp arithmetic (or a C long) before any memory estimate could refuse them.
+MAX_SIZE = 2**31 - 1
+
 
 def _fail(what: str, name: str, value) -> None:
     raise ConfigError(f"expected {what}, received {name}={value!r}")
@@ -27,9 +32,12 @@ def integer(value, name: str, *, min_value: int | None = None, max_value: int | 
     return int(value)
 
 
-def positive_int(value, name: str) -> int:
+def positive_int(value, name: str, *, max_value: int = MAX_SIZE) -> int:
+    """An int in [1, max_value] (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         _fail("a positive integer", name, value)
+    if value > max_value:
+        _fail(f"a positive integer <= {max_value}", name, value)
     return int(value)
 
 
@@ -77,20 +85,21 @@ def choice(value, name: str, allowed) -> str:
     return value
 
 
-def pair(value, name: str, *, min_value: int = 0) -> tuple[int, int]:
-    """An int or a list of two ints (height, width), each >= ``min_value``."""
+def pair(value, name: str, *, min_value: int = 0, max_value: int = MAX_SIZE) -> tuple[int, int]:
+    """An int or a list of two ints (height, width), each in [``min_value``, ``max_value``]."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             _fail("an integer or a list of two integers", name, value)
-        return (integer(value[0], name, min_value=min_value), integer(value[1], name, min_value=min_value))
-    v = integer(value, name, min_value=min_value)
+        return (integer(value[0], name, min_value=min_value, max_value=max_value),
+                integer(value[1], name, min_value=min_value, max_value=max_value))
+    v = integer(value, name, min_value=min_value, max_value=max_value)
     return (v, v)
 
 
-def int_list(value, name: str, *, min_value: int | None = None) -> list[int]:
+def int_list(value, name: str, *, min_value: int | None = None, max_value: int = MAX_SIZE) -> list[int]:
     if not isinstance(value, (list, tuple)):
         _fail("a list of integers", name, value)
-    return [integer(v, f"{name}[{i}]", min_value=min_value) for i, v in enumerate(value)]
+    return [integer(v, f"{name}[{i}]", min_value=min_value, max_value=max_value) for i, v in enumerate(value)]
 
 
 def real_list(value, name: str) -> list[float]:

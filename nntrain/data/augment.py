@@ -229,6 +229,13 @@ class HFlip(Augmentation):
         return self._coins[key]
 
 
+def _within_image(pixels: int, what: str, h: int, w: int) -> None:
+    """A padding or shift larger than the image only adds windows without any of its pixels
+    (and its padded copy grows as the square of it): refused."""
+    if pixels > max(h, w):
+        raise ConfigError(f"{what} {pixels} is larger than the {h}x{w} images")
+
+
 @AUGMENTATIONS.register("random_crop")
 class RandomCrop(Augmentation):
     """A random (h, w) window of the image padded by ``padding`` on every side.
@@ -241,11 +248,12 @@ class RandomCrop(Augmentation):
 
     def __init__(self, size, padding: int = 0, pad_mode: str = "zeros"):
         self.size = v.pair(size, "size", min_value=1)
-        self.padding = v.integer(padding, "padding", min_value=0)
+        self.padding = v.integer(padding, "padding", min_value=0, max_value=v.MAX_SIZE)
         self.pad_mode = v.choice(pad_mode, "pad_mode", ["zeros", "reflect"])
 
     def output_shape(self, shape):
         c, h, w = shape
+        _within_image(self.padding, "random_crop: padding", h, w)
         if self.size[0] > h + 2 * self.padding or self.size[1] > w + 2 * self.padding:
             raise ConfigError(f"random_crop: size {self.size[0]}x{self.size[1]} is larger than the padded "
                               f"image {h + 2 * self.padding}x{w + 2 * self.padding} ({h}x{w} + 2*padding)")
@@ -272,7 +280,11 @@ class Translate(Augmentation):
     """Shift each image by a random (dy, dx), each uniform in [-max_shift, max_shift]; zero fill."""
 
     def __init__(self, max_shift: int = 2):
-        self.max_shift = v.integer(max_shift, "max_shift", min_value=0)
+        self.max_shift = v.integer(max_shift, "max_shift", min_value=0, max_value=v.MAX_SIZE)
+
+    def output_shape(self, shape):
+        _within_image(self.max_shift, "translate: max_shift", *shape[-2:])
+        return tuple(shape)
 
     def __call__(self, x, rng):
         s = self.max_shift

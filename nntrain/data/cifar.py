@@ -10,8 +10,15 @@ Pickle can run arbitrary code, so the files are read with ``SafeUnpickler``, whi
 resolves only the few numpy globals an array needs and refuses everything else.
 
 Accepted sources: the ``cifar-10-batches-py`` / ``cifar-100-python`` folder, its
-parent, or the archive itself (``.tar.gz`` as downloaded, ``.tar.xz``, ``.tar``),
-read in memory in one sequential pass (no extraction to disk).
+parent, or the archive itself (``.tar.gz`` as downloaded, ``.tar.xz``, ``.tar.bz2``,
+``.tar``), read in memory in one sequential pass (no extraction to disk).
+
+Sizes are bounded by the format: a batch file holds at most ``records`` images (10,000
+per CIFAR-10 batch and per test file, 50,000 in CIFAR-100's train file), each at most
+``PICKLED_RECORD`` bytes pickled, and ``batches.meta`` / ``meta`` at most ``META_BYTES``.
+A file or tar member that says it is larger is refused before it is read, and the
+decompressed archive stream is cut off at the sum of those sizes, so a small archive
+that decompresses to gigabytes is refused after reading at most that much.
 """
 
 from __future__ import annotations
@@ -24,7 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .bounded import CORRUPT, LimitedReader, decompressed, read_capped, regular_file_size
 from .idx import check_labels
+
+# One image is 3072 pixel bytes (3073 with its label in the binary version). Pickled, the
+# pixels are one byte each in Python 2's files, but up to two in a Python 3 protocol-2
+# pickle (bytes stored as latin-1 text, UTF-8 encoded); the label, the file name and the
+# pickle opcodes add well under 256 bytes.
+PICKLED_RECORD = 2 * 3072 + 256
+META_BYTES = 1 << 20
+MAX_MEMBERS = 100  # the official archives hold 8 (CIFAR-10) and 5 (CIFAR-100) entries
 
 
 def _latin1_encode(text, encoding="latin1"):
@@ -95,6 +111,7 @@ LAYOUTS = {
         "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test": ("test_batch",),
         "meta": "batches.meta",
+        "records": {"train": 10_000, "test": 10_000},  # images per file at most
     },
     "cifar100": {
         "folder": "cifar-100-python",
@@ -102,6 +119,7 @@ LAYOUTS = {
         "train": ("train",),
         "test": ("test",),
         "meta": "meta",
+        "records": {"train": 50_000, "test": 10_000},
     },
 }
 
@@ -127,30 +145,67 @@ def expected_files(kind: str) -> list[str]:
     return [f"{layout['folder']}/{{{','.join(names)}}}", *layout["archives"]]
 
 
-def _read_members(source: Path, kind: str) -> dict[str, bytes]:
-    """{file name: bytes} of the batch files from a folder or a tar archive."""
+def file_caps(kind: str) -> dict[str, tuple[int, str]]:
+    """{file name: (its largest size in bytes, why)} of a ``kind`` folder or archive."""
     layout = LAYOUTS[kind]
-    wanted = {*layout["train"], *layout["test"], layout["meta"]}
-    found: dict[str, bytes] = {}
+    caps = {layout["meta"]: (META_BYTES, "the class names")}
+    for split in ("train", "test"):
+        n = layout["records"][split]
+        caps.update({name: (n * PICKLED_RECORD + META_BYTES, f"a batch of {n:,} images") for name in layout[split]})
+    return caps
+
+
+def _read_members(source: Path, kind: str) -> dict[str, bytes]:
+    """{file name: bytes} of the batch files from a folder or a tar archive (sizes bounded)."""
+    layout = LAYOUTS[kind]
+    caps = file_caps(kind)
     if source.is_dir():
-        for n in wanted:
-            if (source / n).is_file():
-                found[n] = (source / n).read_bytes()
+        found = {n: _read_file(source / n, cap, what) for n, (cap, what) in caps.items() if (source / n).exists()}
     else:
         try:
-            # "r|*": one sequential pass; random access into a compressed stream would
-            # decompress it again for every member read out of order.
-            with tarfile.open(source, mode="r|*") as tar:
-                for member in tar:
-                    base = member.name.rsplit("/", 1)[-1]
-                    if member.isfile() and base in wanted and base not in found:
-                        found[base] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            found = _read_archive(source, kind, caps)
+        except CORRUPT + (tarfile.TarError,) as exc:
             raise DataError(f"{source}: corrupt or truncated archive ({exc}); download it again") from None
-    missing = sorted(wanted - set(found))
+    missing = sorted(set(caps) - set(found))
     if missing:
         raise DataError(f"{source}: missing {', '.join(missing)} (a {kind} 'python version' folder or archive "
-                        f"holds {', '.join(sorted(wanted))})")
+                        f"holds {', '.join(sorted(caps))})")
+    return found
+
+
+def _read_file(path: Path, cap: int, what: str) -> bytes:
+    try:
+        size = regular_file_size(path)
+        if size > cap:
+            raise DataError(f"{path}: {size:,} bytes, larger than {what} can be ({cap:,} bytes at most)")
+        with open(path, "rb") as f:
+            return read_capped(f, cap, str(path), what)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def _read_archive(source: Path, kind: str, caps: dict) -> dict[str, bytes]:
+    found = {}
+    total = sum(cap for cap, _ in caps.values()) + META_BYTES  # + tar headers and small extra members
+    with open(source, "rb") as raw:
+        # One sequential pass over the decompressed stream ("r|"): random access into a
+        # compressed stream would decompress it again for every member read out of order.
+        stream = LimitedReader(decompressed(raw), total, f"{source}: the archive holds more than {total:,} "
+                               f"bytes, the most a {kind} archive can hold; not a {kind} archive")
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for count, member in enumerate(tar):
+                if count >= MAX_MEMBERS:
+                    raise DataError(f"{source}: more than {MAX_MEMBERS} entries; not a {kind} archive")
+                base = member.name.rsplit("/", 1)[-1]
+                if not member.isfile() or base not in caps or base in found:
+                    continue
+                cap, what = caps[base]
+                if member.size > cap:
+                    raise DataError(f"{source}:{member.name}: {member.size:,} bytes, larger than {what} can be "
+                                    f"({cap:,} bytes at most)")
+                found[base] = tar.extractfile(member).read()
+                if len(found) == len(caps):
+                    break
     return found
 
 

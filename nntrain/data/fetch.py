@@ -56,6 +56,9 @@ MNIST_IDX_SHA256 = {
 }
 
 _BLOCK = 1 << 20
+# The largest official file is cifar-10-python.tar.gz (170,498,071 bytes): a download that
+# announces or sends more than this is refused before the disk fills (a broken or hostile mirror).
+MAX_DOWNLOAD = 512 << 20
 
 
 def default_root(name: str) -> Path:
@@ -119,11 +122,17 @@ def _download(url: str, target: Path, expected: str, progress, timeout: float) -
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     total = response.headers.get("Content-Length")
                     total = int(total) if total and total.isdigit() else None
+                    if total is not None and total > MAX_DOWNLOAD:
+                        raise DataError(f"refusing {url}: it announces {total:,} bytes, more than the "
+                                        f"{MAX_DOWNLOAD:,} any official data set file has")
                     done = 0
                     for block in iter(lambda: response.read(_BLOCK), b""):
+                        done += len(block)
+                        if done > MAX_DOWNLOAD:
+                            raise DataError(f"refusing {url}: it sent more than the {MAX_DOWNLOAD:,} bytes "
+                                            f"any official data set file has")
                         out.write(block)
                         h.update(block)
-                        done += len(block)
                         if progress is not None:
                             progress(target.name, done, total)
             except (urllib.error.URLError, OSError, ValueError) as exc:

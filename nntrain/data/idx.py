@@ -9,12 +9,15 @@ Layout (all integers big-endian)::
     then        prod(sizes) elements, C order
 
 Every inconsistency (bad magic, wrong rank, a file shorter or longer than its header
-says, a corrupt gzip stream) is a DataError naming the file.
+says, a corrupt gzip stream, a shape too large for this machine's memory) is a DataError
+naming the file. A gzip stream is read only as far as the header says (plus one byte to
+detect extra data), so a small file that decompresses to gigabytes is refused unread.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -22,19 +25,26 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .bounded import allocate, check_shape, count_extra, read_into, regular_file_size
 
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CODES = {np.dtype(t).newbyteorder("="): c for c, t in _TYPES.items()}
 
 
-def read_bytes(path) -> bytes:
-    """The (decompressed, if the name ends in .gz) content of ``path``."""
+def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
+    """The array in the IDX file ``path`` (``.gz`` is decompressed as it is read).
+
+    Memory is bounded by what the header announces: the body is read in chunks into a
+    buffer of exactly that size, whatever the (decompressed) stream holds after it.
+    """
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        size = regular_file_size(path)
+        with open(path, "rb") as raw:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    return _read(f, str(path), ndim, None)
+            return _read(raw, str(path), ndim, size)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc}); download it again") from None
     except OSError as exc:
@@ -42,37 +52,48 @@ def read_bytes(path) -> bytes:
 
 
 def parse_idx(data: bytes, name: str, *, ndim: int | None = None) -> np.ndarray:
-    """The array stored in the IDX bytes ``data`` (``name`` is used in error messages).
+    """The array stored in the IDX bytes ``data`` (``name`` is used in error messages)."""
+    return _read(io.BytesIO(data), name, ndim, len(data))
 
-    Returns a native-endian array (read-only for uint8, a view of ``data``).
-    """
-    if len(data) < 4:
-        raise DataError(f"{name}: not an IDX file (only {len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise DataError(f"{name}: not an IDX file (magic number {data[:4].hex()}; "
+
+def _read(f, name: str, ndim: int | None, size: int | None) -> np.ndarray:
+    """Read an IDX stream: the header, then exactly the body it announces. ``size`` is the
+    file's size when known (a plain file), else None (gzip: checked while reading)."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise DataError(f"{name}: not an IDX file (only {len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0 or head[2] not in _TYPES:
+        raise DataError(f"{name}: not an IDX file (magic number {head.hex()}; "
                         f"expected 0000 then a type byte in {sorted(hex(c) for c in _TYPES)} and a rank byte)")
-    rank = data[3]
+    rank = head[3]
     if ndim is not None and rank != ndim:
         raise DataError(f"{name}: expected a {ndim}-dimensional IDX file, the header says {rank} dimensions")
     header = 4 + 4 * rank
-    if len(data) < header:
-        raise DataError(f"{name}: truncated header: expected {header} bytes, file has {len(data)}")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=rank, offset=4))
-    dtype = np.dtype(_TYPES[data[2]])
-    expected = header + math.prod(dims) * dtype.itemsize
-    if len(data) < expected:
-        raise DataError(f"{name}: truncated: the header announces shape {dims}, i.e. {expected} bytes, "
-                        f"but the file has {len(data)} bytes")
-    if len(data) > expected:
-        raise DataError(f"{name}: {len(data) - expected} unexpected bytes after the {expected} that "
-                        f"shape {dims} needs")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    raw_dims = f.read(4 * rank)
+    if len(raw_dims) < 4 * rank:
+        raise DataError(f"{name}: truncated header: expected {header} bytes, file has {4 + len(raw_dims)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+    dtype = np.dtype(_TYPES[head[2]])
+    check_shape(dims, dtype.itemsize, name)
+    body = math.prod(dims) * dtype.itemsize
+    if size is not None and size != header + body:
+        _wrong_size(name, dims, header + body, size)
+    buf = allocate(body, name, f"the array of shape {dims} its header announces")
+    got = read_into(f, buf)
+    if got < body:
+        _wrong_size(name, dims, header + body, header + got, " (decompressed)")
+    if size is None and f.read(1):
+        raise DataError(f"{name}: {count_extra(f, already=1)} unexpected bytes (decompressed) after the "
+                        f"{header + body} that shape {dims} needs")
+    arr = buf.view(dtype).reshape(dims)
     return arr if dtype.itemsize == 1 and dtype.kind == "u" else arr.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path, *, ndim: int | None = None) -> np.ndarray:
-    """The array in the IDX file ``path`` (``.gz`` is decompressed in memory)."""
-    return parse_idx(read_bytes(path), str(path), ndim=ndim)
+def _wrong_size(name: str, dims: tuple, expected: int, actual: int, how: str = "") -> None:
+    if actual < expected:
+        raise DataError(f"{name}: truncated: the header announces shape {dims}, i.e. {expected} bytes, "
+                        f"but the file has {actual} bytes{how}")
+    raise DataError(f"{name}: {actual - expected} unexpected bytes after the {expected} that shape {dims} needs")
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

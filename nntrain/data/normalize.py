@@ -24,11 +24,14 @@ the kind as a 0-d unicode array: no pickle).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import validate as v
 from ..errors import CheckpointError, ConfigError
 from ..registry import did_you_mean
+from ..sizes import format_bytes, memory_limit
 
 KINDS = ("per_channel", "per_pixel_mean", "scale", "zca", "pca", "none")
 _OPTIONS = {"zca": {"epsilon": 1e-2, "samples": 10000}, "pca": {"epsilon": 1e-2, "samples": 10000}}
@@ -85,7 +88,12 @@ def _mean_image(x: np.ndarray) -> np.ndarray:
 
 def _whitening(x: np.ndarray, kind: str, epsilon: float, samples: int, seed: int):
     """(shift, matrix): z = (x_flat + shift) @ matrix, in pixel units (the 1/255 folded in)."""
-    n = len(x)
+    n, d = len(x), math.prod(x.shape[1:])
+    need = 8 * (min(n, samples) * d + 3 * d * d)  # float64: the samples, then covariance, eigenvectors, matrix
+    limit, who = memory_limit()
+    if need > limit:
+        raise ConfigError(f"data.normalize: {kind} on {tuple(x.shape[1:])} images needs {d:,} x {d:,} matrices, "
+                          f"about {format_bytes(need)}, but {who} {format_bytes(limit)}: use per_channel")
     idx = np.arange(n) if samples >= n else np.sort(
         np.random.default_rng([seed, NORMALIZE_STREAM]).choice(n, samples, replace=False))
     u = x[idx].reshape(len(idx), -1).astype(np.float64) * (1.0 / 255.0)

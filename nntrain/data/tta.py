@@ -93,8 +93,9 @@ def predict_proba(forward, x: np.ndarray, mode: str = "none", *, input_size=None
     is processed ``batch_size`` images at a time, all views of a chunk in turn.
     """
     v.choice(mode, "tta", MODES)
-    padding = v.integer(padding, "padding", min_value=0)
-    shift = v.integer(shift, "shift", min_value=0)
+    largest = max(x.shape[2:]) if x.ndim == 4 else v.MAX_SIZE  # a larger padding or shift shows no pixel
+    padding = v.integer(padding, "padding", min_value=0, max_value=largest)
+    shift = v.integer(shift, "shift", min_value=0, max_value=largest)
     batch_size = v.positive_int(batch_size, "batch_size")
     out = None
     for lo in range(0, len(x), batch_size):
