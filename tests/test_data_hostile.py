@@ -391,3 +391,38 @@ def test_npz_byte_mutations_load_or_raise_data_error(tmp_path, edits):
             read(tmp_path / "d.npz")
         except DataError:
             pass
+
+
+# ----- pixels counts in augmentation, TTA and whitening -------------------------------------
+
+@pytest.mark.parametrize("spec,message", [
+    ([{"type": "random_crop", "size": 28, "padding": 29}], "random_crop: padding 29 is larger than the 28x28 images"),
+    ([{"type": "random_crop", "size": 28, "padding": 2**31}], "received padding=2147483648"),
+    ([{"type": "translate", "max_shift": 100}], "translate: max_shift 100 is larger than the 28x28 images"),
+])
+def test_augmentation_paddings_beyond_the_image(spec, message):
+    from nntrain.data import make_augmentation
+    from nntrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        make_augmentation(spec).output_shape((1, 28, 28))
+
+
+def test_tta_padding_beyond_the_image():
+    from nntrain.data import predict_proba
+    from nntrain.errors import ConfigError
+
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(ConfigError, match="expected an integer <= 8, received padding=9"):
+        predict_proba(lambda b: np.zeros((len(b), 3), np.float32), x, "crops", padding=9)
+
+
+def test_whitening_that_cannot_fit_is_refused(monkeypatch):
+    from nntrain.data import Normalizer
+    from nntrain.errors import ConfigError
+
+    monkeypatch.setattr("nntrain.data.normalize.memory_limit", lambda: (1 << 30, "this machine has"))
+    x = np.zeros((4, 3, 64, 64), np.uint8)  # D = 12,288: three 1.1 GiB matrices in float64
+    with pytest.raises(ConfigError, match=r"zca on \(3, 64, 64\) images needs 12,288 x 12,288 matrices, about "
+                                          r"3.38 GiB, but this machine has 1 GiB: use per_channel"):
+        Normalizer.fit("zca", x)
