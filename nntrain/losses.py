@@ -39,6 +39,11 @@ class Loss(Configurable):
     def backward(self) -> np.ndarray:
         raise NotImplementedError
 
+    def branch_signature(self) -> np.ndarray | None:
+        """Which branch a piecewise loss took in the last ``forward`` (None: smooth); see
+        ``Layer.branch_signature``."""
+        return None
+
     def _take(self, name: str = "_cache"):
         """The array forward kept, which backward may overwrite; then forget it."""
         kept = self.__dict__.get(name)
@@ -231,6 +236,9 @@ class Hinge(Loss):
         np.maximum(m, 0, out=m)
         self._cache = (m, t)
         return _sum64(m) / n
+
+    def branch_signature(self):
+        return None if self._cache is None else self._cache[0] > 0  # the active margins
 
     def backward(self):
         m, t = self._take()

@@ -16,7 +16,7 @@ import numpy as np
 from .. import validate as v
 from ..ops.parallel import parallel_for
 from ..registry import LAYERS
-from .base import Layer, expect_rank
+from .base import Layer, expect_rank, tie_tolerance
 
 # ----- erf --------------------------------------------------------------------------
 # float32 (the training path): one rational function, no branches, about 3 ns an element.
@@ -143,6 +143,9 @@ class ReLU(_Elementwise):
         # a multiply by the 0/1 mask: np.where with a random mask is much slower (branches)
         return np.multiply(dy, self._cache_y > 0, dtype=dy.dtype) if self.needs_input_grad else None
 
+    def branch_signature(self):
+        return self._cache_y > tie_tolerance(self._cache_y)
+
 
 @LAYERS.register("leaky_relu")
 class LeakyReLU(_Elementwise):
@@ -169,6 +172,9 @@ class LeakyReLU(_Elementwise):
         g += slope
         g *= dy
         return g
+
+    def branch_signature(self):
+        return self._cache_x > tie_tolerance(self._cache_x)
 
 
 @LAYERS.register("elu")
@@ -200,6 +206,9 @@ class ELU(_Elementwise):
         g += np.multiply(y > 0, 1.0 - self.alpha, dtype=y.dtype)
         g *= dy
         return g
+
+    def branch_signature(self):
+        return self._cache_y > tie_tolerance(self._cache_y)  # y > 0 exactly when x > 0
 
 
 _SQRT_HALF = math.sqrt(0.5)

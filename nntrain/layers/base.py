@@ -105,6 +105,18 @@ def batch_size_of(x: np.ndarray) -> int:
     return x.shape[1] if x.ndim == 4 else x.shape[0]
 
 
+TIE_RTOL = 1e-12
+
+
+def tie_tolerance(x: np.ndarray) -> float:
+    """How close two values of ``x`` (or one and a kink at 0) must be to count as equal in a
+    ``Layer.branch_signature``: TIE_RTOL of the largest |x|. Float64 rounding, e.g. a
+    Fourier-domain convolution's (mathematically equal outputs ~1e-14 of the largest
+    apart), must not look like a branch taken; a finite-difference step of 1e-6 moves a
+    genuine tie by far more."""
+    return TIE_RTOL * float(np.max(np.abs(x), initial=0.0))
+
+
 class Layer(Configurable):
     """Base class of every layer; see the module docstring for the contract.
 
@@ -186,6 +198,15 @@ class Layer(Configurable):
     def macs(self, input_shapes: list[tuple], output_shape: tuple) -> int:
         """Multiply-adds of one forward pass, per sample."""
         return 0
+
+    def branch_signature(self) -> np.ndarray | None:
+        """Which branch each piece of a piecewise forward took in the last ``forward``, as an
+        array the layer does not write to again (ReLU: x > 0; max pooling: which entries of
+        each window equal its max), values within ``tie_tolerance`` counting as equal; None
+        for a smooth layer. Call it right after ``forward``. Gradient checks compare it at
+        x, x + h and x - h: a change means the step crossed a kink, where a finite
+        difference does not measure the gradient (``nntrain.gradcheck``)."""
+        return None
 
     def clear(self) -> None:
         """Drop what forward kept for backward (frees memory after a step)."""

@@ -21,12 +21,12 @@ import numpy as np
 
 from .. import validate as v
 from ..errors import ConfigError
-from ..ops.im2col import pool_output_size
+from ..ops.im2col import pad, pool_output_size, window
 from ..ops.parallel import matmul
 from ..ops.pool import (avg_pool_backward, avg_pool_forward, avg_pool_inverse_counts, avg_pool_matrix,
-                        max_pool_backward, max_pool_forward)
+                        max_pool_backward, max_pool_forward, pool_pads)
 from ..registry import LAYERS
-from .base import Layer, expect_rank
+from .base import Layer, expect_rank, tie_tolerance
 
 
 class _Pool2d(Layer):
@@ -87,6 +87,17 @@ class MaxPool2d(_Pool2d):
                                                   self.out_hw, with_argmax=True, work=self._work)
         return max_pool_backward(dy, self._cache_arg, self._cache_x.shape, self.kernel, self.stride,
                                  self.padding)
+
+    def branch_signature(self):
+        """Each window's entries within a rounding-sized tie (``tie_tolerance``) of its max:
+        mathematically equal values that a Fourier-domain convolution computed ~1e-14
+        apart are one branch, whichever of them rounding made the first maximum."""
+        x = self._cache_x
+        y, _ = max_pool_forward(x, self.kernel, self.stride, self.padding, self.out_hw, with_argmax=False)
+        y -= tie_tolerance(x)
+        xp = pad(x, pool_pads(x.shape[2:], self.kernel, self.stride, self.padding, self.out_hw), -np.inf)
+        kh, kw = self.kernel
+        return np.stack([window(xp, i, j, self.out_hw, self.stride) >= y for i in range(kh) for j in range(kw)])
 
 
 @LAYERS.register("avgpool2d")
@@ -191,3 +202,8 @@ class GlobalMaxPool(_GlobalPool):
         dx = np.zeros((c, n, h * w), dy.dtype)
         np.put_along_axis(dx, self._cache_arg, dy.T[:, :, None], axis=2)
         return dx.reshape(c, n, h, w)
+
+    def branch_signature(self):
+        # exact (this layer keeps no input to compare): a tie within rounding counts as a
+        # kink, which only makes a gradient check skip an entry it could have used
+        return self._cache_arg
