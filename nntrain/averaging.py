@@ -15,7 +15,7 @@ import numpy as np
 
 from . import validate as v
 from .errors import ConfigError
-from .optim import _check_state_arrays, _Workspace, named_params
+from .param_state import Workspace, check_state_arrays, named_params
 from .spec import Configurable, build
 
 
@@ -33,7 +33,7 @@ class _ParamCopies(Configurable):
         self.params = [(k, p) for k, p in named_params(params) if p.trainable]
         self.copies = [p.value.copy() for _, p in self.params]
         self.count = 0
-        self._work = _Workspace(max((p.size for _, p in self.params), default=0))
+        self._work = Workspace(max((p.size for _, p in self.params), default=0))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {self.counter_name: np.array(self.count, np.int64)}
@@ -44,7 +44,7 @@ class _ParamCopies(Configurable):
     def load_state_dict(self, state: dict) -> None:
         expected = {f"{self.copy_name}/{key}": c for (key, _), c in zip(self.params, self.copies)}
         counter = self.counter_name
-        _check_state_arrays(self.prefix, state, {**expected, counter: np.zeros((), np.int64)})
+        check_state_arrays(self.prefix, state, {**expected, counter: np.zeros((), np.int64)})
         for key, c in expected.items():
             c[...] = state[key]
         self.count = int(state[counter])
@@ -183,7 +183,7 @@ class Lookahead(_ParamCopies):
 
     def load_state_dict(self, state: dict) -> None:
         key = "started"
-        _check_state_arrays(self.prefix, state, {key: np.zeros((), bool)})
+        check_state_arrays(self.prefix, state, {key: np.zeros((), bool)})
         super().load_state_dict({k: val for k, val in state.items() if k != key})
         self.started = bool(state[key])
 

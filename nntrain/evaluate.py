@@ -89,7 +89,7 @@ def tta_warnings(config: dict, tta: str) -> list[str]:
 def load_model(checkpoint, *, data_path=None):
     """(Experiment with the checkpoint's weights, Checkpoint) — data re-read, normalisation restored."""
     ckpt = Checkpoint(resolve_checkpoint(checkpoint))
-    exp = build_experiment(ckpt.config, data_path=data_path, normalizer_state=ckpt.group("norm"))
+    exp = build_experiment(ckpt.config, data_path=data_path, normalizer_state=ckpt.group("norm"), for_training=False)
     exp.network.load_state_dict(ckpt.network_state())
     if ckpt.meta.get("eval_weights") == "ema":
         from .averaging import make_weight_average
@@ -104,6 +104,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
                         batch_size: int | None = None) -> dict:
     """Error, accuracy, loss, per-class accuracy and confusion matrix as a JSON-able dict."""
     exp, ckpt = load_model(checkpoint, data_path=data_path)
+    epoch, iteration = ckpt.position()
     data = exp.data
     part = {"test": data.test, "val": data.val, "train": data.train}[split]
     if part is None or len(part) == 0:
@@ -111,6 +112,8 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
                           + (" (the config's data.validation is 0)" if split == "val" else ""))
     ev = ckpt.config["eval"]
     tta = tta or ev["tta"]
+    if batch_size is not None:
+        exp.network.check_memory(batch_size, training=False, option="--batch-size")
     result = evaluate_split(exp, part, batch_size=batch_size or ev["batch_size"], tta=tta, padding=ev["padding"])
     k = data.num_classes
     cm = confusion_matrix(part.y, result["predictions"], k)
@@ -118,7 +121,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
     return {
         "checkpoint": str(ckpt.path), "split": split, "tta": tta, "n": int(result["n"]),
         "error": result["error"], "accuracy": 1.0 - result["error"], "loss": result["loss"],
-        "epoch": ckpt.meta.get("epoch"), "iteration": ckpt.meta.get("iteration"),
+        "epoch": epoch, "iteration": iteration,
         "classes": list(data.classes),
         "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)},
         "confusion_matrix": cm.tolist(),

@@ -58,8 +58,13 @@ def check_output(network: Network, num_classes: int) -> None:
                           f"{{type: linear, out_features: {num_classes}}}")
 
 
-def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dtype=None) -> Experiment:
-    """Load the data, fit (or restore) the normalisation, build the network and loss."""
+def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dtype=None,
+                     for_training: bool = True) -> Experiment:
+    """Load the data, fit (or restore) the normalisation, build the network and loss.
+
+    Batches that cannot fit in this machine's memory are refused now, with the numbers:
+    the training batch unless ``for_training`` is false (scoring a saved model), and the
+    evaluation batch."""
     from .data import Normalizer, load_data, make_augmentation
     from .losses import make_loss
 
@@ -77,6 +82,10 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
     augment = make_augmentation(data_cfg["augment"])
     network = build_network(config, augment.output_shape(data.input_shape), dtype)
     check_output(network, data.num_classes)
+    # refuse batches that cannot fit in this machine's memory now, with the numbers
+    if for_training:
+        network.check_memory(config["train"]["batch_size"])
+    network.check_memory(config["eval"]["batch_size"], training=False, option="eval.batch_size")
     n = network.data_samples()
     if n and normalizer_state is None:  # a fresh run (a restored one loads its weights)
         # the first n training images, preprocessed as the network sees them at evaluation

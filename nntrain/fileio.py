@@ -11,13 +11,12 @@ import contextlib
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .bounded import NpzReader
+from .errors import CheckpointError, DataError
 
 
 @contextlib.contextmanager
@@ -70,17 +69,18 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_npz(path) -> dict[str, np.ndarray]:
-    """Read every array of an npz written by ``save_npz``; never unpickles.
+    """Read every array of an npz written by ``save_npz``; never unpickles, and never reads
+    more than the file's own headers announce and this machine can hold (nntrain.bounded).
 
-    A missing, truncated or foreign file raises CheckpointError with the path.
+    A missing, truncated, corrupt or foreign file raises CheckpointError with the path.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
+        with NpzReader(path, label="nntrain checkpoint") as npz:
+            return {key: npz.read(key) for key in npz.headers}
+    except DataError as exc:
         raise CheckpointError(f"{path} is not a readable nntrain checkpoint (truncated or corrupt?): {exc}") from None
 
 

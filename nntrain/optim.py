@@ -37,27 +37,12 @@ from . import validate as v
 from .ops.parallel import num_threads, parallel_for
 from .errors import CheckpointError, ConfigError
 from .layers.base import Parameter
+from .param_state import Workspace, named_params, saved_scalar
 from .registry import OPTIMIZERS
-from .spec import Configurable, build, build_from_spec
+from .spec import Configurable, build_from_spec
 
 CHUNK = 1 << 17  # elements per chunk (module docstring)
 CHUNKED_MIN = 2 * CHUNK  # a smaller parameter is updated in one call per pass
-
-
-def named_params(params) -> list[tuple[str, Parameter]]:
-    """``[(key, Parameter)]``: keys are the names if all are non-empty and unique, else "0", "1", ..."""
-    pairs = []
-    for item in params:
-        name, p = item if isinstance(item, tuple) else (getattr(item, "name", ""), item)
-        if not isinstance(p, Parameter):
-            raise TypeError(f"expected Parameter objects or (name, Parameter) pairs, received {item!r}")
-        pairs.append((str(name), p))
-    if len({id(p) for _, p in pairs}) != len(pairs):
-        raise ValueError("the same Parameter is listed twice (it would be updated twice per step)")
-    names = [n for n, _ in pairs]
-    if not (all(names) and len(set(names)) == len(names)):
-        names = [str(i) for i in range(len(pairs))]
-    return [(n, p) for n, (_, p) in zip(names, pairs)]
 
 
 def _total_gradient(w, grad, c: float, scale: float, scratch) -> np.ndarray:
@@ -73,33 +58,6 @@ def _total_gradient(w, grad, c: float, scale: float, scratch) -> np.ndarray:
     if scale != 1:
         g *= scale
     return g
-
-
-class _Workspace:
-    """Scratch arrays reused across parameters and steps: ``get(slot, like)`` is a view
-    shaped like ``like`` into one buffer per (slot, dtype), sized for the largest parameter."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._buffers: dict = {}
-
-    def get(self, slot: int, like: np.ndarray) -> np.ndarray:
-        key = (slot, like.dtype)
-        buf = self._buffers.get(key)
-        if buf is None or buf.size < like.size:
-            buf = self._buffers[key] = np.empty(max(self.size, like.size), like.dtype)
-        return buf[: like.size].reshape(like.shape)
-
-
-def _check_state_arrays(prefix: str, state: dict, expected: dict) -> None:
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(f"saved {prefix} state does not match: missing {', '.join(missing[:4])}"
-                              + (" ..." if len(missing) > 4 else ""))
-    for key, target in expected.items():
-        if np.shape(state[key]) != target.shape:
-            raise CheckpointError(f"saved {prefix} state does not match: {key} has shape {np.shape(state[key])}, "
-                                  f"expected {target.shape}")
 
 
 class Optimizer(Configurable):
@@ -128,7 +86,7 @@ class Optimizer(Configurable):
         self.steps = 0
         self.state: list[dict] = [{} for _ in self.params]
         self.last_grad_norm: float | None = None  # set by step() when clipping
-        self._work = _Workspace(max(p.size for _, p in self.params))
+        self._work = Workspace(max(p.size for _, p in self.params))
 
     # ----- the step ------------------------------------------------------------------
     def step(self) -> None:
@@ -253,18 +211,16 @@ class Optimizer(Configurable):
             p = self.params[index[key]][1]
             val = np.asarray(val)
             if name in self.count_names:
-                if val.shape != ():
-                    raise CheckpointError(f"saved optimizer state: {full_key} should be a single integer")
-                new_state[index[key]][name] = int(val)
+                new_state[index[key]][name] = saved_scalar(val, full_key, int)
             else:
                 if val.shape != p.shape:
                     raise CheckpointError(f"saved optimizer state: {full_key} has shape {val.shape}, "
                                           f"the parameter has shape {p.shape}")
                 new_state[index[key]][name] = val.astype(p.value.dtype, copy=True)
         self.state = new_state
-        self.steps = int(state[f"{t}/step"])
+        self.steps = saved_scalar(state[f"{t}/step"], f"{t}/step", int)
         if f"{t}/lr" in state:
-            self.lr = float(state[f"{t}/lr"])
+            self.lr = saved_scalar(state[f"{t}/lr"], f"{t}/lr", float)
 
 
 @OPTIMIZERS.register("sgd")

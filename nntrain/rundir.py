@@ -45,6 +45,7 @@ STOP_DIVERGED = "diverged"  # the energy blew up and could not be recovered
 STOP_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: resumable from checkpoints/last.npz
 STOP_PRUNED = "pruned"  # stopped by a hyperparameter search as hopeless (nntrain tune)
 COMPLETED_STOPS = (STOP_FINISHED, STOP_EARLY, STOP_MAX_ITERATIONS, STOP_PRUNED)  # ended normally
+STOPS = (*COMPLETED_STOPS, STOP_DIVERGED, STOP_INTERRUPTED)
 
 
 # What ``fit`` writes at the top of a run directory (a run stopped before its first
@@ -265,7 +266,7 @@ class Checkpoint:
         if not isinstance(meta, dict):
             self._invalid(f"its metadata is a JSON {type(meta).__name__}, not a mapping")
         fmt = meta.get("format")
-        if fmt != CHECKPOINT_FORMAT and fmt not in MIGRATIONS:
+        if not isinstance(fmt, str) or (fmt != CHECKPOINT_FORMAT and fmt not in MIGRATIONS):
             known = ", ".join([CHECKPOINT_FORMAT, *MIGRATIONS])
             self._invalid(f"format {fmt!r} (written by nntrain {meta.get('nntrain_version', '?')}); "
                           f"this nntrain reads {known}")
@@ -283,6 +284,16 @@ class Checkpoint:
         except ConfigError as exc:
             self._invalid(f"its embedded config is invalid: {exc}")
         self.meta, self.arrays = meta, arrays
+
+    def position(self) -> tuple[float, int]:
+        """(epoch, iteration) at which the checkpoint was written."""
+        from . import validate as v
+
+        try:
+            return (v.real(self.meta.get("epoch"), "epoch", min_value=0.0),
+                    v.integer(self.meta.get("iteration"), "iteration", min_value=0))
+        except ConfigError as exc:
+            self._invalid(f"its metadata: {exc}")
 
     def _invalid(self, why: str):
         raise CheckpointError(f"{self.path}: not a valid nntrain checkpoint: {why}")

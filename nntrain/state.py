@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CheckpointError
+from . import validate as v
+from .errors import CheckpointError, ConfigError
+from .rundir import STOPS
 
 
 def zero_sums() -> dict:
@@ -63,11 +66,61 @@ class Progress:
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Progress":
+        """Progress from checkpoint metadata, every field checked (CheckpointError naming it)."""
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [n for n in names if n not in meta]
         if missing:
             raise CheckpointError(f"the checkpoint's metadata lacks {', '.join(missing)}")
-        return cls(**{n: meta[n] for n in names})
+        try:
+            return cls(**{n: _CHECKS[n](meta[n], n) for n in names})
+        except ConfigError as exc:
+            raise CheckpointError(f"the checkpoint's metadata: {exc}") from None
+
+
+def _optional(check):
+    return lambda value, name: None if value is None else check(value, name)
+
+
+def _count(value, name):
+    return v.integer(value, name, min_value=0, max_value=2**62)
+
+
+def _seconds(value, name):
+    return v.real(value, name, min_value=0.0)
+
+
+def _mapping(keys: dict):
+    """A JSON object with exactly these keys, each checked."""
+    def check(value, name):
+        if not isinstance(value, dict) or set(value) != set(keys):
+            raise ConfigError(f"{name}: expected a mapping with keys {', '.join(keys)}, received {value!r:.200}")
+        return {k: keys[k](value[k], f"{name}.{k}") for k in keys}
+    return check
+
+
+def _row(value, name):
+    """A metrics row: a mapping of column names to numbers (or None)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{name}: expected a metrics row (a mapping), received {value!r:.200}")
+    return {k: _optional(_number)(val, f"{name}.{k}") for k, val in value.items()}
+
+
+def _number(value, name):
+    """Any real number, NaN and infinities included (a logged value may be one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"expected a number, received {name}={value!r:.200}")
+    return float(value)
+
+
+_NUMBER = _optional(v.real)
+_CHECKS = {
+    "iteration": _count, "lr_scale": lambda x, n: v.real(x, n, min_value=0.0, min_open=True),
+    "retries": _count, "elapsed": _seconds, "train_seconds": _seconds, "images_seen": _count,
+    "sums": _mapping({"energy": v.real, "loss": v.real, "weight_decay": v.real, "errors": v.real, "n": _count}),
+    "best": _mapping({"value": _NUMBER, "epoch": _NUMBER, "iteration": _optional(_count), "metrics": _optional(_row)}),
+    "bad_evals": _count, "reference_energy": _optional(_number), "last_metrics": _optional(_row),
+    "stop_reason": _optional(lambda x, n: v.choice(x, n, STOPS)),
+}
 
 
 class TrainState:
@@ -108,13 +161,22 @@ class TrainState:
         self.network.load_state_dict(group(arrays, ("param", "buffer"), strip=False))
         for prefix, part in self._components().items():
             part.load_state_dict(group(arrays, (prefix,)))
-        if "schedule" not in meta:
-            raise CheckpointError("the checkpoint's metadata lacks the schedule state")
-        self.schedule.load_state_dict({k: np.asarray(val) for k, val in meta["schedule"].items()})
+        self.schedule.load_state_dict(self._schedule_state(meta.get("schedule")))
         kept = {name: getattr(self.progress, name) for name in keep}
         self.progress = Progress.from_meta(meta)
         for name, value in kept.items():
             setattr(self.progress, name, value)
+
+    def _schedule_state(self, saved) -> dict:
+        """The saved schedule state, checked against the keys this schedule saves (numbers)."""
+        expected = self.schedule.state_dict()
+        if not isinstance(saved, dict) or set(saved) != set(expected):
+            raise CheckpointError(f"the checkpoint's schedule state {saved!r:.200} does not fit this schedule "
+                                  f"(expected the keys {sorted(expected)})")
+        try:
+            return {k: np.asarray(_number(val, f"schedule.{k}")) for k, val in saved.items()}
+        except ConfigError as exc:
+            raise CheckpointError(f"the checkpoint's schedule state: {exc}") from None
 
     def eval_weights(self):
         """Context in which the network holds the weights to evaluate: EMA's if there is one."""

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nntrain.data import cifar, idx
-from nntrain.data.bounded import NpzReader
+from nntrain.bounded import NpzReader
 from nntrain.data.npzdata import MAX_CLASSES, npz_shape_and_classes, read_npz
 from nntrain.errors import DataError
 

@@ -178,7 +178,6 @@ def test_cli_padding_too_large_for_one_example(tmp_path):
                    "but this process may address (ulimit -v) 1.5 GiB")
 
 
-@pytest.mark.xfail(strict=True, reason="needs experiment.build_experiment to call network.check_memory (lead)")
 def test_cli_batch_size_too_large_for_this_machine(tmp_path):
     config = _config(tmp_path, [{"type": "conv2d", "out_channels": 1024, "kernel": 3, "padding": 1},
                                 {"type": "relu"}, {"type": "flatten"}, {"type": "linear", "out_features": 10}],

@@ -51,10 +51,12 @@ def handle_errors(fn):
             if debug:
                 raise
             fail("interrupted", EXIT_INTERRUPTED)
-        except MemoryError:
+        except MemoryError as exc:
             if debug:
                 raise
-            fail("error: out of memory; try a smaller train.batch_size or eval.batch_size", EXIT_RUN_FAILED)
+            from ..sizes import memory_error_message
+
+            fail(f"error: {memory_error_message(exc)}", EXIT_RUN_FAILED)
         except OSError as exc:  # the environment failed us: a full disk, a vanished file system
             if debug:
                 raise

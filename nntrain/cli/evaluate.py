@@ -74,3 +74,4 @@ def show(config, overrides, no_data, debug):
         click.echo(f"data: {exp.data.describe()}")
         net = exp.network
     click.echo(net.format_summary())
+    click.echo(net.memory.describe(cfg["train"]["batch_size"], cfg["eval"]["batch_size"]))

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .bounded import CORRUPT, LimitedReader, decompressed, read_capped, regular_file_size
+from ..bounded import CORRUPT, LimitedReader, decompressed, read_capped, regular_file_size
 from .idx import check_labels
 
 # One image is 3072 pixel bytes (3073 with its label in the binary version). Pickled, the

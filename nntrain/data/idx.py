@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .bounded import allocate, check_shape, count_extra, read_into, regular_file_size
+from ..bounded import allocate, check_shape, count_extra, read_into, regular_file_size
 
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CODES = {np.dtype(t).newbyteorder("="): c for c, t in _TYPES.items()}

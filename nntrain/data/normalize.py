@@ -185,7 +185,27 @@ class Normalizer:
         missing = [k for k in needs if k not in state]
         if missing:
             raise CheckpointError(f"normalisation state ({kind}) lacks {', '.join(missing)}")
+        for key in needs:
+            _check_state_array(key, np.asarray(state[key]), shape)
         return cls(kind, shape, **{k: state[k] for k in needs})
 
     def __repr__(self) -> str:
         return f"Normalizer({self.kind}, shape={self.shape})"
+
+
+def _check_state_array(key: str, array: np.ndarray, shape: tuple) -> None:
+    """A saved scale/shift must broadcast to the image shape, a whitening matrix be (D, D);
+    all finite numbers (CheckpointError otherwise: a malformed checkpoint)."""
+    d = int(np.prod(shape))
+    if array.dtype.kind not in "iuf" or not np.isfinite(array).all():
+        raise CheckpointError(f"normalisation state: {key} holds {array.dtype} values that are not finite numbers")
+    if key == "matrix":
+        fits = array.shape == (d, d)
+    else:
+        try:
+            fits = np.broadcast_shapes(array.shape, shape) == tuple(shape) or array.shape == (d,)
+        except ValueError:
+            fits = False
+    if not fits:
+        raise CheckpointError(f"normalisation state: {key} has shape {array.shape}, which does not fit images "
+                              f"of shape {tuple(shape)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .bounded import NpzReader
+from ..bounded import NpzReader
 from .idx import check_labels
 
 KEYS = ("x", "y", "x_test", "y_test", "classes")

@@ -2,7 +2,7 @@
 
 A data file is hostile until checked: a gzip stream or tar member that decompresses to
 gigabytes from a few kilobytes on disk (a "bomb"), a header announcing an enormous shape,
-a device such as /dev/zero under a data file's name. The readers of ``nntrain.data`` go
+a device such as /dev/zero under a data file's name. The readers of ``nntrain.data`` and of checkpoints (``nntrain.fileio``) go
 through these functions, which
 
 - take the size a file may have from its format before reading it (IDX: the header's
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..sizes import format_bytes, memory_limit
+from .errors import DataError
+from .sizes import format_bytes, memory_limit
 
 CHUNK = 1 << 20
 # Exceptions of a corrupt compressed stream or zip member (DataError, a ValueError, is not among them).
