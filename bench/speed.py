@@ -1,27 +1,47 @@
-"""nntrain speed benchmark, side by side with PyTorch CPU when it is importable.
+"""nntrain speed benchmark, side by side with PyTorch CPU (when a Python with torch is at hand).
 
-usage: python bench/speed.py [--repeats 5] [--quick] [--markdown] [--no-fit] [--threads N] [--profile NET]
+usage: python bench/speed.py [--repeats 7] [--quick] [--markdown] [--nets quick,mlp,bn,...] [--no-fit]
+       [--threads N] [--torch-python PATH] [--torch-mode process|inline|both] [--profile NET[:infer]]
 
 Measures, for each network below: training images/s (forward + backward + SGD momentum
 update, float32), inference images/s, and the achieved GFLOP/s, counted from the
 network's multiply-adds (``Network.macs_per_sample``): a training step is taken as
 3 x forward MACs x 2 FLOP, inference as 1 x forward MACs x 2 FLOP. (Counted from the
-direct convolution, so an FFT convolution doing fewer multiplies shows as more GFLOP/s.)
+direct convolution, so an FFT or Winograd convolution doing fewer multiplies shows as
+more GFLOP/s.)
 
 - ``quick``: Caffe's cifar10_quick, written as configs/cifar10_quick.yaml writes it; batch 100.
 - ``mlp``: 3072-512-256-10 with ReLU; batch 100.
 - ``bn``: the airbench94 network (/work/shared/bench/torch_ref.py ``airbench``) at half width
   (32/128/128), as configs/cifar10_fast.yaml: BN without scale, tanh-GELU, 1/9 head; batch 256.
+- ``bn1024``: the same at batch 1024 (what configs/cifar10_fast.yaml trains with).
+- ``full``: airbench94's network at full width (64/256/256), batch 1024.
 
-With PyTorch (run this file with a Python that has torch: its own venv, never a
-dependency of nntrain) each repeat times nntrain and PyTorch back to back on the same
-batch (PyTorch first in every other repeat), so both see the same machine load; the
-table shows each one's median images/s over the repeats and the median over the repeats
-of the ratio nntrain / PyTorch (each repeat's pair of blocks compared; drift of the
-machine's load between repeats cancels out). Also reported: the float32 matmul peak (n=2048, best of several),
-the cost of augmenting 256 CIFAR images (flip + crop pad 4) next to one cifar10_quick
-step, a full-size CIFAR-10 ``nntrain fit`` of cifar10_quick for one epoch (peak RSS,
-epoch wall time vs its bare step time x steps), and ``nntrain --help`` start-up time.
+PyTorch (torch 2.13 CPU in its own venv, never a dependency of nntrain; ``--torch-python``
+names its interpreter, default this one) is timed two ways (``--torch-mode``):
+
+- ``process``: PyTorch runs in a process of its own (bench/torch_side.py), idle on a
+  blocking read while nntrain's block runs in this process, which never imports torch.
+  This is the ratio that counts: each framework alone in its process, with its own
+  thread pool and allocator, as a user runs it.
+- ``inline``: both in one process (a child ``speed.py`` run by the torch Python), as the
+  earlier sessions measured: two thread pools and one malloc (tuned by nntrain's
+  ``keep_freed_memory``) in one process, which can handicap PyTorch.
+- ``both`` (default): the two, one after the other; the table shows both ratios.
+
+Within a mode, each repeat times nntrain and PyTorch back to back on the same batch
+(PyTorch first in every other repeat), so both see the same machine load; the table shows
+each one's median images/s over the repeats and the median over the repeats of the ratio
+nntrain / PyTorch (each repeat's pair of blocks compared; drift of the machine's load
+between repeats cancels out). Also reported: the float32 matmul peak (n=2048, best of
+several), the cifar10_quick and BN-net training steps against it, the cost of augmenting
+256 CIFAR images (flip + crop pad 4) next to one cifar10_quick step, a full-size CIFAR-10
+``nntrain fit`` of cifar10_quick for one epoch (peak RSS, epoch wall time vs its bare step
+time x steps), and ``nntrain --help`` start-up time.
+
+``--profile NET`` prints per-layer forward / backward milliseconds of one training (or
+``NET:infer`` inference) step, beside PyTorch's own per-op profile (``torch.profiler``,
+bench/torch_side.py) of the same network when PyTorch is at hand, with totals per layer type.
 
 The machine may be shared: read the ratios taken in the same run, not absolute numbers.
 On a busy machine, ``--threads 1`` (one thread for BLAS, OpenMP and nntrain's pool, in
@@ -31,18 +51,17 @@ both frameworks) gives the steadiest comparison of the work each one does.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _early_threads(argv) -> int | None:
@@ -73,16 +92,10 @@ from nntrain.optim import make_optimizer  # noqa: E402
 from nntrain.ops.memory import keep_freed_memory  # noqa: E402
 from nntrain.machine import machine_info  # noqa: E402
 
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-    if THREADS:
-        torch.set_num_threads(THREADS)
-except ImportError:  # nntrain numbers only
-    torch = None
+from extras import bench_augment, bench_fit, bench_help  # noqa: E402  (bench/, this script's directory)
+from torch_client import TorchInline, TorchProcess, has_torch  # noqa: E402
 
-CIFAR = Path(os.environ.get("NNTRAIN_CIFAR10", Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-python.tar.xz"))
+HERE = Path(__file__).resolve().parent
 
 # ----- the networks ---------------------------------------------------------------------------
 QUICK = [
@@ -122,55 +135,31 @@ def bn_net(widths=(32, 128, 128)) -> list:
             {"type": "scale", "factor": 1 / 9}]
 
 
-def torch_quick():
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
-        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
+class Bench(NamedTuple):
+    spec: list  # nntrain's network
+    kind: str  # the same network in bench/torch_side.py: quick, mlp or bn (with widths)
+    widths: tuple | None
+    batch: int
+    desc: str
 
 
-def torch_mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
-                         nn.Linear(256, 10))
-
-
-class _Scale(nn.Module if torch else object):
-    def forward(self, x):
-        return x * (1 / 9)
-
-
-def torch_bn(widths=(32, 128, 128)):
-    def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), _bn(cout),
-                nn.GELU(approximate="tanh"), nn.Conv2d(cout, cout, 3, padding=1, bias=False), _bn(cout),
-                nn.GELU(approximate="tanh")]
-    return nn.Sequential(nn.Conv2d(3, 24, 2), nn.GELU(approximate="tanh"), *block(24, widths[0]),
-                         *block(widths[0], widths[1]), *block(widths[1], widths[2]),
-                         nn.MaxPool2d(3), nn.Flatten(), nn.Linear(widths[2], 10, bias=False), _Scale())
-
-
-def _bn(c):
-    """BatchNorm2d with a learnable bias and its scale frozen at 1 (nntrain's ``weight: false``)."""
-    bn = nn.BatchNorm2d(c)
-    bn.weight.requires_grad_(False)
-    return bn
-
-
-NETWORKS = {  # name: (nntrain spec, torch builder, batch, description)
-    "quick": (QUICK, torch_quick, 100, "cifar10_quick"),
-    "mlp": (MLP, torch_mlp, 100, "MLP 3072-512-256-10"),
-    "bn": (bn_net(), torch_bn, 256, "airbench net, half width (BN)"),
+HALF, FULL = (32, 128, 128), (64, 256, 256)
+NETWORKS = {
+    "quick": Bench(QUICK, "quick", None, 100, "cifar10_quick"),
+    "mlp": Bench(MLP, "mlp", None, 100, "MLP 3072-512-256-10"),
+    "bn": Bench(bn_net(HALF), "bn", HALF, 256, "airbench net, half width (BN)"),
+    "bn1024": Bench(bn_net(HALF), "bn", HALF, 1024, "airbench net, half width (BN)"),
+    "full": Bench(bn_net(FULL), "bn", FULL, 1024, "airbench94 net, full width (BN)"),
 }
-TARGETS = {("quick", "train"): 0.8, ("mlp", "train"): 0.9, ("bn", "train"): 0.7,
-           ("quick", "infer"): 0.9, ("mlp", "infer"): 0.9, ("bn", "infer"): 0.9}
+TARGET = 1.0  # nntrain / PyTorch, every row (issue 18)
+PEAK_TARGETS = {"quick": 0.5, "bn": 0.7}  # training step GFLOP/s / matmul peak
 SGD = {"type": "sgd", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.004}
 
 
 # ----- steps ----------------------------------------------------------------------------------
 class NntrainNet:
     def __init__(self, spec, batch, seed=0):
-        keep_freed_memory()  # as `nntrain fit` does (it affects PyTorch's allocations too: same malloc)
+        keep_freed_memory()  # as `nntrain fit` does (it affects PyTorch's allocations too when inline: same malloc)
         self.net = Network(spec, (3, 32, 32), seed=seed)
         self.loss = make_loss({"type": "softmax_cross_entropy"})
         self.opt = make_optimizer(SGD, self.net.named_parameters())
@@ -190,27 +179,6 @@ class NntrainNet:
         self.net.clear()
 
 
-class TorchNet:
-    def __init__(self, builder, batch, seed=0):
-        torch.manual_seed(seed)
-        self.net = builder()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=SGD["lr"], momentum=SGD["momentum"],
-                                   weight_decay=SGD["weight_decay"])
-        self.x = torch.randn(batch, 3, 32, 32)
-        self.y = torch.randint(0, 10, (batch,))
-
-    def train_step(self):
-        self.net.train()
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(self.x), self.y).backward()
-        self.opt.step()
-
-    def infer_step(self):
-        self.net.eval()
-        with torch.no_grad():
-            self.net(self.x)
-
-
 def _time(fn, steps: int) -> float:
     t = time.perf_counter()
     for _ in range(steps):
@@ -218,18 +186,19 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def interleaved(fns: dict, repeats: int, seconds: float) -> dict:
-    """Seconds per call of each fn in every repeat (lists); within a repeat the fns run back
-    to back, in reversed order every other repeat (so neither always runs first)."""
+def interleaved(timers: dict, repeats: int, seconds: float) -> dict:
+    """Seconds per step of each timer in every repeat (lists); ``timers[name](steps)`` runs
+    ``steps`` steps and returns the seconds per step. Within a repeat the timers run back to
+    back, in reversed order every other repeat (so neither always runs first)."""
     steps = {}
-    for name, fn in fns.items():  # warm up (buffers, caches) and size each repeat to ~``seconds``
-        fn()
-        steps[name] = max(1, min(50, int(seconds / max(_time(fn, 1), 1e-6))))
-    times = {name: [] for name in fns}
-    order = list(fns)
+    for name, timer in timers.items():  # warm up (buffers, caches) and size each repeat to ~``seconds``
+        timer(1)
+        steps[name] = max(1, min(50, int(seconds / max(timer(1), 1e-6))))
+    times = {name: [] for name in timers}
+    order = list(timers)
     for r in range(repeats):
         for name in order if r % 2 == 0 else order[::-1]:
-            times[name].append(_time(fns[name], steps[name]))
+            times[name].append(timers[name](steps[name]))
     return times
 
 
@@ -242,134 +211,84 @@ def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def bench_networks(names, repeats, seconds, use_torch) -> list[dict]:
+def bench_networks(names, repeats, seconds, torch_side) -> list[dict]:
+    """A row per network and mode; with ``torch_side`` (TorchProcess / TorchInline) PyTorch's
+    images/s and the paired ratio too."""
     rows = []
     for name in names:
-        spec, builder, batch, desc = NETWORKS[name]
-        ours = NntrainNet(spec, batch)
+        b = NETWORKS[name]
+        ours = NntrainNet(b.spec, b.batch)
         macs = ours.net.macs_per_sample
-        theirs = TorchNet(builder, batch) if use_torch else None
+        if torch_side is not None:
+            torch_side.build(name, b)
         for mode, flops in (("train", 6 * macs), ("infer", 2 * macs)):
-            fns = {"nntrain": getattr(ours, f"{mode}_step")}
-            if theirs is not None:
-                fns["torch"] = getattr(theirs, f"{mode}_step")
-            times = interleaved(fns, repeats, seconds)
+            timers = {"nntrain": lambda steps, fn=getattr(ours, f"{mode}_step"): _time(fn, steps)}
+            if torch_side is not None:
+                timers["torch"] = torch_side.timer(name, mode)
+            times = interleaved(timers, repeats, seconds)
             med = {k: statistics.median(v) for k, v in times.items()}
-            row = {"net": name, "desc": desc, "batch": batch, "mode": mode,
-                   "nntrain": batch / med["nntrain"], "step_ms": med["nntrain"] * 1e3}
+            row = {"net": name, "desc": b.desc, "batch": b.batch, "mode": mode,
+                   "nntrain": b.batch / med["nntrain"], "step_ms": med["nntrain"] * 1e3}
             row["gflops"] = row["nntrain"] * flops / 1e9
             if "torch" in med:
-                row["torch"] = batch / med["torch"]
-                row["torch_gflops"] = row["torch"] * flops / 1e9
+                row["torch"] = b.batch / med["torch"]
                 # the median of the per-repeat ratios: each compares blocks timed back to back,
                 # under the same machine load (load drifting between repeats cancels out)
                 row["ratio"] = statistics.median(t / o for o, t in zip(times["nntrain"], times["torch"]))
             rows.append(row)
             _progress(f"{name} {mode}: nntrain {row['nntrain']:.0f} img/s"
                       + (f", torch {row['torch']:.0f} img/s, ratio {row['ratio']:.2f}" if "torch" in row else ""))
+        del ours
     return rows
 
 
-def bench_augment(quick_step_s: float, repeats: int) -> dict:
-    """Flip + crop (pad 4) of a batch of 256 CIFAR-sized images vs one cifar10_quick step."""
-    from nntrain.data import make_augmentation
-
-    aug = make_augmentation([{"type": "hflip"}, {"type": "random_crop", "size": 32, "padding": 4}])
-    x = np.random.default_rng(0).standard_normal((256, 3, 32, 32), dtype=np.float32)
-    rng = np.random.default_rng(1)
-    aug(x, rng)
-    t = statistics.median(_time(lambda: aug(x, rng), 10) for _ in range(repeats))
-    return {"augment_ms": t * 1e3, "fraction": t / quick_step_s}
-
-
-# ----- the command line tool ------------------------------------------------------------------
-def nntrain_command() -> list[str]:
-    beside = Path(sys.executable).parent / "nntrain"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("nntrain")
-    return [found] if found else [sys.executable, "-c", "from nntrain.cli import main; main()"]
+def inline_rows(args, names, torch_python: str) -> list[dict]:
+    """The in-process comparison, from a child ``speed.py`` run by the torch Python (this
+    process never imports torch)."""
+    with tempfile.TemporaryDirectory(prefix="nntrain-bench-") as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [torch_python, str(HERE / "speed.py"), "--inline-rows", str(out), "--nets", ",".join(names),
+               "--repeats", str(args.repeats)] + (["--quick"] if args.quick else []) + (
+               ["--threads", str(args.threads)] if args.threads else [])
+        subprocess.run(cmd, check=True, cwd=REPO)
+        return json.loads(out.read_text())
 
 
-def bench_help(repeats: int) -> float:
-    cmd = nntrain_command() + ["--help"]
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def bench_fit(iterations: int, quick_step_s: float) -> dict:
-    """One ``nntrain fit`` of cifar10_quick on the full CIFAR-10 for ``iterations`` steps."""
-    if not CIFAR.exists():
-        return {"skipped": f"no CIFAR-10 archive at {CIFAR} (set NNTRAIN_CIFAR10)"}
-    tmp = Path(tempfile.mkdtemp(prefix="nntrain-bench-"))
-    config = REPO / "configs" / "cifar10_quick.yaml"
-    if not config.exists():  # the spec of cifar10_quick as the configs write it
-        config = tmp / "cifar10_quick.yaml"
-        config.write_text(json.dumps({"name": "cifar10_quick", "data": {"dataset": "cifar10", "validation": 0,
-                                      "normalize": "per_pixel_mean"}, "model": QUICK,
-                                      "optimizer": SGD, "train": {"epochs": 10, "batch_size": 100}}))
-    run_dir = tmp / "run"
-    cmd = nntrain_command() + ["fit", str(config), "--run-dir", str(run_dir), "--quiet",
-                               "--set", f"data.path={CIFAR}", "--set", f"train.max_iterations={iterations}",
-                               "--set", "train.test_at_end=false"]
-    # The fit runs under a small launcher that reports its child's peak RSS: a child started
-    # straight from this process would be charged this process's memory (torch included)
-    # between fork and exec.
-    launcher = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-                "print(json.dumps([p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", launcher, *cmd], cwd=REPO, capture_output=True, text=True)
-    total = time.perf_counter() - t
-    returncode, rss_kb = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else (-1, 0)
-    if returncode != 0:
-        return {"skipped": f"nntrain fit failed ({returncode}): {proc.stderr.strip()[-300:]}"}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    with open(run_dir / "metrics.csv") as f:
-        first = next(csv.DictReader(f))
-    steps = summary["iterations"]
-    epoch_iters = min(steps, summary["iterations_per_epoch"])
-    wall = float(first["seconds"])  # training-loop time up to the end of the first epoch's row
-    share = epoch_iters / steps
-    shutil.rmtree(tmp, ignore_errors=True)
-    return {"rss_mb": rss_kb / 1024, "process_s": total,
-            "iterations": epoch_iters, "epoch_wall_s": wall,
-            "in_fit_steps_s": summary["train_time_s"] * share,
-            "bench_steps_s": quick_step_s * epoch_iters}
+def merge_inline(rows: list[dict], inline: list[dict]) -> list[dict]:
+    """Add the in-process PyTorch numbers to the rows measured with PyTorch in its own process
+    (or take the inline rows as they are when there are none)."""
+    if not rows:
+        return [{**r, "inline": True} for r in inline]
+    by_key = {(r["net"], r["mode"]): r for r in inline}
+    for r in rows:
+        other = by_key.get((r["net"], r["mode"]), {})
+        if "torch" in other:
+            r["torch_inline"], r["ratio_inline"] = other["torch"], other["ratio"]
+    return rows
 
 
 # ----- profile --------------------------------------------------------------------------------
-def profile(name: str, steps: int = 10) -> None:
-    """Per-layer forward / backward milliseconds of one training step (median of ``steps``);
-    ``NET:infer`` profiles an inference step instead."""
+def profile(name: str, torch_python: str | None, markdown: bool, steps: int = 10) -> None:
+    """Per-layer forward / backward milliseconds of one training step (``NET:infer``: an
+    inference step), medians of ``steps``, beside PyTorch's profile when ``torch_python``."""
+    from profile_layers import nntrain_layer_times, profile_rows
+
     name, _, mode = name.partition(":")
     mode = mode or "train"
-    spec, _, batch, desc = NETWORKS[name]
-    bench = NntrainNet(spec, batch)
-    times: dict = {}
-    for node in bench.net.order:
-        for method in ("forward", "backward"):
-            inner = getattr(node.layer, method)
-
-            def timed(*args, _inner=inner, _key=(node.name, method)):
-                t = time.perf_counter()
-                out = _inner(*args)
-                times.setdefault(_key, []).append(time.perf_counter() - t)
-                return out
-            setattr(node.layer, method, timed)
-    run_step = bench.train_step if mode == "train" else bench.infer_step
-    for _ in range(2):
-        run_step()
-    times.clear()
-    step = statistics.median(_time(run_step, 1) for _ in range(steps))
-    print(f"{desc}, batch {batch}: {mode} step {step * 1e3:.1f} ms (median of {steps})")
-    rows = sorted(((statistics.median(ts), key) for key, ts in times.items()), reverse=True)
-    for t, (layer, method) in rows:
-        print(f"  {layer:<16} {method:<9} {t * 1e3:8.2f} ms  {100 * t / step:5.1f}%")
-    print(f"  {'(outside layers)':<26} {(step - sum(t for t, _ in rows)) * 1e3:8.2f} ms")
+    b = NETWORKS[name]
+    ours = nntrain_layer_times(NntrainNet(b.spec, b.batch), mode, steps)
+    theirs = None
+    if torch_python:
+        side = TorchProcess(torch_python, THREADS)
+        try:
+            side.build(name, b)
+            theirs = side.profile(name, mode, steps)
+        finally:
+            side.close()
+    print(f"{b.desc}, batch {b.batch}: {mode} step {ours['step_ms']:.1f} ms (median of {steps})"
+          + (f"; PyTorch {theirs['step_ms']:.1f} ms (torch.profiler, own process)" if theirs else "")
+          + f"; load {_load()}\n")
+    print(format_table(*profile_rows(ours, theirs, mode), markdown))
 
 
 # ----- report ---------------------------------------------------------------------------------
@@ -377,10 +296,14 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def environment() -> dict:
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def environment(torch_info: str | None) -> dict:
     info = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
             "numpy": np.__version__, "cpu": machine_info()["cpu"], "cores": len(os.sched_getaffinity(0)),
-            "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+            "load": _load()}
     try:
         from threadpoolctl import threadpool_info
 
@@ -393,37 +316,51 @@ def environment() -> dict:
                                                               "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
                                                               "OMP_NUM_THREADS")
                            if k in os.environ) or "no OPENBLAS_*/OMP_* variables set"
-    if torch is not None:
-        info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
+    if torch_info:
+        info["torch"] = torch_info
     return info
 
 
-def table(rows, peak, extras, markdown: bool) -> str:
-    head = ["network", "batch", "mode", "nntrain img/s", "GFLOP/s", "PyTorch img/s", "PyTorch GFLOP/s",
-            "nntrain/PyTorch", "target"]
-    lines = []
-    for r in rows:
-        target = TARGETS.get((r["net"], r["mode"]))
-        ratio = r.get("ratio")
-        verdict = "" if ratio is None else (" met" if ratio >= target else " MISSED")
-        lines.append([r["desc"], str(r["batch"]), r["mode"], f"{r['nntrain']:.0f}", f"{r['gflops']:.1f}",
-                      f"{r['torch']:.0f}" if "torch" in r else "-",
-                      f"{r['torch_gflops']:.1f}" if "torch" in r else "-",
-                      f"{ratio:.2f}" if ratio is not None else "-", f">= {target}{verdict}"])
-    quick_train = next((r for r in rows if r["net"] == "quick" and r["mode"] == "train"), None)
-    if quick_train:
-        share = quick_train["gflops"] / peak
-        lines.append(["cifar10_quick step vs matmul peak", "", "", "", f"{quick_train['gflops']:.1f}", "", "",
-                      f"{100 * share:.0f}% of {peak:.0f}", f">= 50%{' met' if share >= 0.5 else ' MISSED'}"])
-    for label, value, target in extras:
-        lines.append([label, "", "", "", "", "", "", value, target])
+def format_table(head: list, lines: list, markdown: bool) -> str:
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(line) + " |" for line in lines]
-        return "\n".join(out)
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
+
+
+def table(rows, peak, extras, markdown: bool) -> str:
+    """The results table. With PyTorch in both modes, the own-process ratio decides the target."""
+    own = any("torch" in r and not r.get("inline") for r in rows)
+    both = any("torch_inline" in r for r in rows)
+    head = ["network", "batch", "mode", "nntrain img/s", "GFLOP/s"]
+    if own:
+        head += ["PyTorch img/s (own process)", "nntrain/PyTorch (own process)"]
+    if both or not own:
+        head += ["PyTorch img/s (same process)", "nntrain/PyTorch (same process)"]
+    head.append("target")
+    cell = lambda r, key, fmt: format(r[key], fmt) if key in r else "-"  # noqa: E731
+    lines = []
+    for r in rows:
+        line = [r["desc"], str(r["batch"]), r["mode"], f"{r['nntrain']:.0f}", f"{r['gflops']:.1f}",
+                cell(r, "torch", ".0f"), cell(r, "ratio", ".2f")]
+        if both:
+            line += [cell(r, "torch_inline", ".0f"), cell(r, "ratio_inline", ".2f")]
+        ratio = r.get("ratio")
+        line.append(f">= {TARGET}" + ("" if ratio is None else " met" if ratio >= TARGET else " MISSED"))
+        lines.append(line)
+    blank = [""] * (len(head) - 7)
+    for net, share_target in PEAK_TARGETS.items():
+        train = next((r for r in rows if r["net"] == net and r["mode"] == "train"), None)
+        if train:
+            share = train["gflops"] / peak
+            lines.append([f"{train['desc']} step vs matmul peak", "", "", "", f"{train['gflops']:.1f}", *blank,
+                          f"{100 * share:.0f}% of {peak:.0f}",
+                          f">= {100 * share_target:.0f}%{' met' if share >= share_target else ' MISSED'}"])
+    for label, value, target in extras:
+        lines.append([label, "", "", "", "", *blank, value, target])
+    return format_table(head, lines, markdown)
 
 
 def main(argv=None) -> None:
@@ -431,8 +368,12 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats per measurement (median)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs, a short fit")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for RESULTS.md)")
-    ap.add_argument("--nets", default="quick,mlp,bn", help="comma-separated subset of: " + ", ".join(NETWORKS))
-    ap.add_argument("--no-torch", action="store_true", help="nntrain numbers only, even if torch is importable")
+    ap.add_argument("--nets", default=",".join(NETWORKS), help="comma-separated subset of: " + ", ".join(NETWORKS))
+    ap.add_argument("--no-torch", action="store_true", help="nntrain numbers only, even if torch is at hand")
+    ap.add_argument("--torch-python", metavar="PATH", default=None,
+                    help="the Python that has torch (its own venv); default: this one")
+    ap.add_argument("--torch-mode", choices=("process", "inline", "both"), default="both",
+                    help="PyTorch in its own process (the ratio that counts), in this one, or both (default)")
     ap.add_argument("--no-fit", action="store_true", help="skip the full CIFAR-10 fit (RSS, epoch wall time)")
     ap.add_argument("--fit-iterations", type=int, default=500, help="fit length (500 = one epoch at batch 100)")
     ap.add_argument("--threads", type=int, default=None,
@@ -440,27 +381,46 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", metavar="NET[:infer]",
                     choices=[f"{n}{m}" for n in NETWORKS for m in ("", ":infer")],
                     help="print per-layer forward/backward times of one network's training (or "
-                         "inference) step and exit")
+                         "inference) step, beside PyTorch's (torch.profiler) when torch is at hand, and exit")
+    ap.add_argument("--inline-rows", metavar="FILE", help=argparse.SUPPRESS)  # the child of --torch-mode inline
     args = ap.parse_args(argv)
-    if args.profile:
-        profile(args.profile)
-        return
-    repeats = 3 if args.quick else args.repeats
-    seconds = 0.3 if args.quick else 1.0
     names = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in names if n not in NETWORKS]
     if unknown:
         ap.error(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
-    use_torch = torch is not None and not args.no_torch
-    env = environment()
+    repeats = 3 if args.quick else args.repeats
+    seconds = 0.3 if args.quick else 1.0
+    if args.inline_rows:  # a child run by the torch Python: both frameworks in this process
+        side = TorchInline(THREADS)
+        _progress(f"PyTorch in nntrain's process: {side.info()}")
+        Path(args.inline_rows).write_text(json.dumps(bench_networks(names, repeats, seconds, side)))
+        return
+    torch_python = args.torch_python or sys.executable
+    if args.no_torch or not has_torch(torch_python):
+        if not args.no_torch:
+            _progress(f"no torch importable by {torch_python}: nntrain numbers only (see --torch-python)")
+        torch_python = None
+    if args.profile:
+        profile(args.profile, torch_python, args.markdown)
+        return
+    side = TorchProcess(torch_python, THREADS) if torch_python and args.torch_mode != "inline" else None
+    env = environment(side.info() if side else None)
     _progress("environment: " + json.dumps(env))
     peak = matmul_peak()
     _progress(f"float32 matmul peak (n=2048): {peak:.1f} GFLOP/s")
-    rows = bench_networks(names, repeats, seconds, use_torch)
+    rows = []
+    if side or not torch_python:
+        rows = bench_networks(names, repeats, seconds, side)
+        if side:
+            side.close()
+    if torch_python and args.torch_mode != "process":
+        _progress("PyTorch in nntrain's process (a child speed.py run by the torch Python) ...")
+        rows = merge_inline(rows, inline_rows(args, names, torch_python))
     extras = []
     quick_step = next((r["step_ms"] / 1e3 for r in rows if r["net"] == "quick" and r["mode"] == "train"), None)
     if quick_step is None:
-        quick_step = statistics.median(interleaved({"q": NntrainNet(QUICK, 100).train_step}, repeats, seconds)["q"])
+        nets = NntrainNet(QUICK, 100)
+        quick_step = statistics.median(interleaved({"q": lambda s: _time(nets.train_step, s)}, repeats, seconds)["q"])
     aug = bench_augment(quick_step, repeats)
     extras.append(("augment 256 images (flip+crop) / quick step",
                    f"{aug['augment_ms']:.1f} ms = {100 * aug['fraction']:.0f}%", "hidden by prefetch"))
@@ -481,6 +441,7 @@ def main(argv=None) -> None:
     help_s = bench_help(7 if not args.quick else 3)
     extras.append(("nntrain --help start-up (median)", f"{help_s:.2f} s", "< 0.5 s" + (" met" if help_s < 0.5 else
                                                                                        " MISSED")))
+    env["load at the end"] = _load()
     print(("" if args.markdown else "\n") + "\n".join(f"- {k}: {v}" for k, v in env.items()) + "\n")
     print(f"float32 matmul peak (n=2048, best of 5): {peak:.1f} GFLOP/s\n")
     print(table(rows, peak, extras, args.markdown))
