@@ -58,7 +58,7 @@ def share_cores_between_ranks() -> None:
     local = ranks_on_this_node()
     if local <= 1 or not launched_by_mpi():
         return
-    from .ops.parallel import available_cores
+    from .cores import available_cores
 
     share = str(max(1, available_cores() // local)) if available_cores() > local else "1"
     for name in ("NNTRAIN_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -157,3 +157,24 @@ def test_without_mpi4py_under_mpiexec_says_how_to_install(monkeypatch):
     monkeypatch.setattr(distributed, "_context", None)
     with pytest.raises(ConfigError, match=r"pip install 'nntrain\[mpi\]'"):
         distributed.context()
+
+
+def test_each_rank_gets_its_share_of_the_cores_before_numpy_loads(tmp_path):
+    """Two ranks not bound to cores (--oversubscribe): each runs OpenBLAS with cores / 2
+    threads; the limit must be in the environment before numpy loads OpenBLAS."""
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import os, sys\n"
+        "from nntrain.cli.common import handle_errors\n"
+        "@handle_errors\n"
+        "def report(debug=False):\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "    print(os.environ['NNTRAIN_THREADS'], blas[0], flush=True)\n"
+        "report()\n")
+    env = {k: v for k, v in ENV.items() if k not in ("NNTRAIN_THREADS", "OPENBLAS_NUM_THREADS")}
+    out = subprocess.run([MPIEXEC, "-n", "2", "--oversubscribe", "--bind-to", "none", sys.executable, str(script)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert sorted(out.stdout.split()) == sorted([share, share] * 2), out.stdout

@@ -32,14 +32,15 @@ def handle_errors(fn):
         from ..openblas_env import set_openblas_environment
 
         set_openblas_environment()  # before the first numpy import (the next lines')
+        from ..distributed import share_cores_between_ranks
+
+        share_cores_between_ranks()  # under mpiexec, each rank its share of the cores: before numpy too
         from ..errors import NNTrainError
 
         try:
-            from ..distributed import share_cores_between_ranks
             from ..ops.memory import keep_freed_memory
             from ..ops.parallel import num_threads
 
-            share_cores_between_ranks()  # under mpiexec: each rank its share of the cores
             num_threads()
             keep_freed_memory()
             return fn(*args, **kwargs)

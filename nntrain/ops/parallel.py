@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from ..cores import available_cores  # noqa: F401  (re-exported: the one core count)
+
 MIN_ELEMENTS = 1 << 16  # below this, thread hand-off (~20 us) costs more than it saves
 SPLIT_MATMUL = True  # ``matmul`` splits large products over the threads (tests turn it off)
 
@@ -63,14 +65,6 @@ def num_threads() -> int:
             n = available_cores()
         _state["threads"] = max(1, min(n, 8))
     return _state["threads"]
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _pool() -> ThreadPoolExecutor:
