@@ -6,13 +6,14 @@ kernels and is not used by nntrain itself: the tests compare the fast paths agai
 (tests/test_conv_pool.py and tests/test_layers_known.py). They are for reading and testing
 only: Python loops over pixels, so keep the inputs tiny.
 
-Conventions. Images are in the usual batch-major layout ``(N, C, H, W)`` (what a
-``Network`` takes and returns), except ``im2col`` / ``col2im`` / ``half_spectrum``, which
-are defined on the channel-major layout ``(C, N, H, W)`` that the fast kernels use inside a
-network (see ``nntrain.layers.base``). ``stride``, ``padding``, ``dilation`` and ``kernel``
-take an int (both axes) or an ``(h, w)`` pair. Padding is added on both sides of each axis.
-Convolution is a cross-correlation (Caffe, PyTorch); pooling follows PyTorch's
-``MaxPool2d`` / ``AvgPool2d`` (window clipping and divisor as in its CPU kernel).
+Conventions. Give them float64 inputs. Images are in the usual batch-major layout
+``(N, C, H, W)`` (what a ``Network`` takes and returns), except for ``im2col`` / ``col2im``,
+defined on the channel-major ``(C, N, H, W)`` that the fast kernels use inside a network
+(see ``nntrain.layers.base``), and ``half_spectrum``, on the Fourier kernel's ``(H, W, B)``
+blocks. ``stride``, ``padding``, ``dilation`` and ``kernel`` take an int (both axes) or an
+``(h, w)`` pair; padding is added on both sides of each axis. Convolution is a
+cross-correlation (Caffe, PyTorch); pooling follows PyTorch's ``MaxPool2d`` / ``AvgPool2d``
+(window clipping and divisor as in its CPU kernel).
 """
 
 from __future__ import annotations
@@ -35,6 +36,28 @@ def _zero_padded(x, ph, pw):
     return xp
 
 
+def _out_size(size, kernel, stride, padding, dilation):
+    """floor((H + 2P - D(K-1) - 1) / S) + 1 output positions along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _out_hw(hw, kernel, stride, padding, dilation) -> tuple:
+    """(Ho, Wo) of a convolution (or im2col) of an (H, W) image."""
+    return tuple(_out_size(*a) for a in zip(hw, pair(kernel), pair(stride), pair(padding), pair(dilation)))
+
+
+def _conv_terms(x_shape, w_shape, stride, padding, dilation, groups):
+    """Every term of the convolution sum below, as index tuples (o, oh, ow, o_c, c, i, j, r, q):
+    weight w[o, c, i, j] times padded input xpad[:, o_c, r, q] adds to y[:, o, oh, ow]."""
+    cout, cin_g, kh, kw = w_shape
+    (sh, sw), (dh, dw) = pair(stride), pair(dilation)
+    ho, wo = _out_hw(x_shape[2:], (kh, kw), stride, padding, dilation)
+    for o, c, i, j in np.ndindex(cout, cin_g, kh, kw):
+        o_c = (o // (cout // groups)) * cin_g + c
+        for oh, ow in np.ndindex(ho, wo):
+            yield o, oh, ow, o_c, c, i, j, oh * sh + i * dh, ow * sw + j * dw
+
+
 def conv2d(x, w, b, stride=1, padding=0, dilation=1, groups=1):
     """Grouped, strided, dilated 2-D cross-correlation, (N, C, H, W) -> (N, Cout, Ho, Wo).
 
@@ -46,24 +69,12 @@ def conv2d(x, w, b, stride=1, padding=0, dilation=1, groups=1):
 
     w is (Cout, Cin_g, Kh, Kw), b is (Cout,) or None, and Ho = floor((H + 2P - D(K-1) - 1) / S) + 1.
     """
-    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
-    n, cin, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
-    xp = _zero_padded(x, ph, pw)
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    y = np.zeros((n, cout, ho, wo))
-    cout_g = cout // groups
-    for o in range(cout):
-        g = o // cout_g
-        for oh in range(ho):
-            for ow in range(wo):
-                for c in range(cin_g):
-                    for i in range(kh):
-                        for j in range(kw):
-                            y[:, o, oh, ow] += w[o, c, i, j] * xp[:, g * cin_g + c, oh * sh + i * dh, ow * sw + j * dw]
-        if b is not None:
-            y[:, o] += b[o]
+    xp = _zero_padded(np.asarray(x, np.float64), *pair(padding))
+    y = np.zeros((x.shape[0], w.shape[0], *_out_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)))
+    for o, oh, ow, o_c, c, i, j, r, q in _conv_terms(x.shape, w.shape, stride, padding, dilation, groups):
+        y[:, o, oh, ow] += w[o, c, i, j] * xp[:, o_c, r, q]
+    if b is not None:
+        y += np.asarray(b)[None, :, None, None]
     return y
 
 
@@ -75,25 +86,22 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1):
     dxpad[n, g*Cin_g + c, r, q]; dx is the interior of dxpad (padding receives nothing that
     matters), and db[o] is dy summed over (n, oh, ow).
     """
-    (sh, sw), (ph, pw), (dh, dw_) = pair(stride), pair(padding), pair(dilation)
-    n, cin, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
-    xp = _zero_padded(x, ph, pw)
-    dxp = np.zeros_like(xp)
-    dw = np.zeros_like(w)
-    cout_g = cout // groups
-    _, _, ho, wo = dy.shape
-    for o in range(cout):
-        g = o // cout_g
-        for oh in range(ho):
-            for ow in range(wo):
-                for c in range(cin_g):
-                    for i in range(kh):
-                        for j in range(kw):
-                            r, q = oh * sh + i * dh, ow * sw + j * dw_
-                            dw[o, c, i, j] += np.sum(dy[:, o, oh, ow] * xp[:, g * cin_g + c, r, q])
-                            dxp[:, g * cin_g + c, r, q] += w[o, c, i, j] * dy[:, o, oh, ow]
+    (ph, pw), (h, wd) = pair(padding), x.shape[2:]
+    xp = _zero_padded(np.asarray(x, np.float64), ph, pw)
+    dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
+    for o, oh, ow, o_c, c, i, j, r, q in _conv_terms(x.shape, w.shape, stride, padding, dilation, groups):
+        dw[o, c, i, j] += np.sum(dy[:, o, oh, ow] * xp[:, o_c, r, q])
+        dxp[:, o_c, r, q] += w[o, c, i, j] * dy[:, o, oh, ow]
     return dxp[:, :, ph:ph + h, pw:pw + wd], dw, dy.sum(axis=(0, 2, 3))
+
+
+def _cols_entries(x_shape, kernel, stride, padding, dilation):
+    """Every entry of cols as (row, column, c, n, r, q): it holds xpad[c, n, r, q]."""
+    c, n, h, w = x_shape
+    (kh, kw), (sh, sw), (dh, dw) = pair(kernel), pair(stride), pair(dilation)
+    ho, wo = _out_hw((h, w), kernel, stride, padding, dilation)
+    for ch, i, j, s, oh, ow in np.ndindex(c, kh, kw, n, ho, wo):
+        yield (ch * kh + i) * kw + j, (s * ho + oh) * wo + ow, ch, s, oh * sh + i * dh, ow * sw + j * dw
 
 
 def im2col(x, kernel, stride=1, padding=0, dilation=1):
@@ -103,41 +111,24 @@ def im2col(x, kernel, stride=1, padding=0, dilation=1):
 
     so that ``w.reshape(Cout, C*Kh*Kw) @ cols`` is the convolution as (Cout, N, Ho, Wo).
     """
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = pair(kernel), pair(stride), pair(padding), pair(dilation)
+    (kh, kw), (ph, pw) = pair(kernel), pair(padding)
     c, n, h, w = x.shape
+    ho, wo = _out_hw((h, w), kernel, stride, padding, dilation)
     xp = _zero_padded(x, ph, pw)
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cols = np.zeros((c * kh * kw, n * ho * wo), x.dtype)
-    for ch in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                for s in range(n):
-                    for oh in range(ho):
-                        for ow in range(wo):
-                            cols[(ch * kh + i) * kw + j, (s * ho + oh) * wo + ow] = \
-                                xp[ch, s, oh * sh + i * dh, ow * sw + j * dw]
+    for row, column, ch, s, r, q in _cols_entries(x.shape, kernel, stride, padding, dilation):
+        cols[row, column] = xp[ch, s, r, q]
     return cols
 
 
 def col2im(cols, x_shape, kernel, stride=1, padding=0, dilation=1):
     """Adjoint of ``im2col``: every entry of cols added back onto the input pixel it was read
     from (entries read from the padding are dropped). Returns (C, N, H, W)."""
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = pair(kernel), pair(stride), pair(padding), pair(dilation)
-    c, n, h, w = x_shape
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    dx = np.zeros(x_shape, cols.dtype)
-    for ch in range(c):
-        for i in range(kh):
-            for j in range(kw):
-                for s in range(n):
-                    for oh in range(ho):
-                        for ow in range(wo):
-                            r, q = oh * sh + i * dh - ph, ow * sw + j * dw - pw
-                            if 0 <= r < h and 0 <= q < w:
-                                dx[ch, s, r, q] += cols[(ch * kh + i) * kw + j, (s * ho + oh) * wo + ow]
-    return dx
+    (ph, pw), (h, w) = pair(padding), x_shape[2:]
+    dxp = np.zeros((*x_shape[:2], h + 2 * ph, w + 2 * pw), cols.dtype)
+    for row, column, ch, s, r, q in _cols_entries(x_shape, kernel, stride, padding, dilation):
+        dxp[ch, s, r, q] += cols[row, column]
+    return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
 def half_spectrum(block, grid, offset):
