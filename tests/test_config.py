@@ -1,6 +1,7 @@
 """Experiment files: inheritance, overrides, validation messages with file, line and key."""
 
 import copy
+import re
 
 import pytest
 
@@ -114,3 +115,38 @@ def test_config_hash_is_order_independent():
     b = {"y": {"b": 2, "a": 1}, "x": 1}
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(deep_merge(a, {"x": 2}))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=0", r"train\.epochs: expected a number > 0\.0, received epochs=0"),
+    ("train.max_iterations=0", r"train\.max_iterations: expected a positive integer, received max_iterations=0"),
+    ("train.eval_every=-1", r"train\.eval_every: expected an integer >= 0, received eval_every=-1"),
+    ("train.shuffle=1", r"train\.shuffle: expected true or false, received shuffle=1"),
+    ("train.monitor=acc", r"train\.monitor: .*received monitor='acc'"),
+    ("train.divergence.lr_factor=1", r"train\.divergence\.lr_factor: expected a number < 1\.0, received lr_factor=1"),
+    ("train.divergence.action=retry", r"train\.divergence\.action: .*received action='retry'"),
+    ("train.divergence={explode: 2}", r"train\.divergence\.explode: unknown key; did you mean 'explode_factor'"),
+    ("train.divergence=null", r"train\.divergence: expected a mapping, received None"),
+    ("train.early_stopping={mode: up}", r"train\.early_stopping\.mode: .*received mode='up'"),
+    ("train.ema={decay: 1}", r"train\.ema\.decay: expected a number < 1\.0, received decay=1"),
+    ("train.lookahead={start_epoch: -1}", r"train\.lookahead\.start_epoch: expected a number >= 0\.0"),
+    ("train.lookahead={k: 0}", r"train\.lookahead: .*k=0"),
+    ("eval.tta=flips", r"eval\.tta: .*received tta='flips'"),
+    ("eval.padding=-1", r"eval\.padding: expected an integer >= 0, received padding=-1"),
+])
+def test_train_and_eval_tables_check_every_key(tiny_config, override, message):
+    """The train / eval tables: each key's check and message (the option named, as --set gave it)."""
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(override)}: {message}"):
+        load_config(tiny_config, [override])
+
+
+def test_train_sub_sections_get_their_defaults(tiny_config):
+    cfg = load_config(tiny_config, ["train.early_stopping={patience: 2}", "train.ema={}",
+                                    "train.divergence={action: stop}", "train.lookahead={k: 3}"])
+    t = cfg["train"]
+    assert t["early_stopping"] == {"monitor": "val_error", "mode": None, "patience": 2, "min_delta": 0.0,
+                                   "restore_best": True}
+    assert t["ema"] == {"decay": 0.999, "every": 1}
+    assert t["divergence"] == {"action": "stop", "lr_factor": 0.5, "max_retries": 3, "explode_factor": 1000.0}
+    assert t["lookahead"] == {"k": 3, "alpha": 0.5, "decay": None, "power": 0.0, "start_epoch": 0.0}
+    assert "lookahead" not in load_config(tiny_config, ["train.lookahead=null"])["train"]
