@@ -60,16 +60,24 @@ YAML12_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9
                     |[-+]?\.(?:inf|Inf|INF)
                     |\.(?:nan|NaN|NAN))$""", re.X)
 
-if yaml.__with_libyaml__:  # libyaml scans and parses ~30x faster; composing stays in Python (bounded below)
-    from yaml.cyaml import CParser as _Parser
+if yaml.__with_libyaml__:  # libyaml scans and parses in C, many times faster; composing stays in Python
+    from yaml.cyaml import CParser
 
-    _PARSER_BASES: tuple = (_Parser,)
+    _PARSER_BASES: tuple = (CParser,)
+
+    def _init_parser(loader, text: str) -> None:
+        CParser.__init__(loader, text)
 else:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser as _Parser
+    from yaml.parser import Parser
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    _PARSER_BASES = (Reader, Scanner, _Parser)
+    _PARSER_BASES = (Reader, Scanner, Parser)
+
+    def _init_parser(loader, text: str) -> None:
+        Reader.__init__(loader, text)
+        Scanner.__init__(loader)
+        Parser.__init__(loader)
 
 
 class YAMLSyntaxError(ConfigError):
@@ -94,8 +102,7 @@ class _Loader(Composer, *_PARSER_BASES, SafeConstructor, Resolver):
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def __init__(self, text: str):
-        for base in _PARSER_BASES:
-            base.__init__(self, text)
+        _init_parser(self, text)
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
@@ -170,16 +177,17 @@ def parse(text: str, source: str, numbered: bool = True) -> tuple[object, dict]:
     name; ``--set KEY=VALUE`` is not numbered). Raises YAMLSyntaxError for text that is
     not YAML, ConfigError for anything refused (module docstring).
     """
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
+        loader = _Loader(text)  # the pure-Python reader checks the characters here
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except _Refused as exc:
         raise ConfigError(f"{source}{f':{exc.mark.line + 1}' if numbered else ''}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise YAMLSyntaxError(_syntax_message(exc, text, source if numbered else None)) from None
-    finally:
-        loader.dispose()
     lines: dict = {}
     if node is not None:
         _record_lines(node, (), lines, set())
