@@ -51,14 +51,14 @@ def nntrain_layer_times(bench, mode: str, steps: int) -> dict:
 
 
 def _label(node) -> str:
-    """The node's name, and for a convolution its channels, input size and algorithm."""
+    """The node's name, and for a convolution its channels, input size and algorithm (of
+    the last forward pass, which its backward follows)."""
     layer = node.layer
     if layer.type_name != "conv2d":
         return node.name
     cin, h, _ = node.input_shapes[0]
     kh, kw = layer.kernel
-    algorithms = getattr(layer, "algorithms_used", None)
-    used = f" ({algorithms()})" if algorithms else ""
+    used = f" ({layer.last_algorithm})" if getattr(layer, "last_algorithm", None) else ""
     return f"{node.name} {cin}->{layer.out_channels} {kh}x{kw} @{h}{used}"
 
 

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..initializers import make_initializer
 from ..ops.conv import CHUNK_BYTES, conv2d_backward, conv2d_forward
 from ..ops.fourier import fourier_conv_backward, fourier_conv_forward, fourier_macs
+from ..ops.winograd import winograd_applies, winograd_conv_backward, winograd_conv_forward, winograd_workspace_bytes
 from ..ops.im2col import conv_output_size
 from ..registry import LAYERS
 from .base import Layer, Parameter, expect_rank
@@ -30,7 +31,10 @@ class Conv2d(Layer):
 
     ``algorithm``: ``im2col`` (one matrix product over the unfolded windows, any options),
     ``fourier`` (per-frequency channel products, ``nntrain.ops.fourier``; stride 1,
-    dilation 1, one group), or ``auto`` (default): fourier where it applies and its
+    dilation 1, one group), ``winograd`` (Winograd F(2x2, 3x3), ``nntrain.ops.winograd``:
+    3x3 kernel, stride 1, dilation 1, one group, padding <= 2; chosen only when asked for:
+    on the shapes measured it was not faster than the better of the other two,
+    bench/RESULTS.md), or ``auto`` (default): fourier where it applies and its
     multiply-adds are at most a share of the direct ones -- 0.8 for a training step that
     also needs the input gradient (``FOURIER_SHARE``), 1/2 for a forward pass alone or
     with the weight gradient only (``FOURIER_SHARE_NO_DX``: without the input gradient's
@@ -52,6 +56,8 @@ class Conv2d(Layer):
         ({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "fourier"}, [(2, 5, 5)]),
         ({"out_channels": 2, "kernel": [2, 3], "padding": [0, 1], "bias": False, "algorithm": "fourier"},
          [(3, 4, 5)]),
+        ({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "winograd"}, [(2, 5, 5)]),
+        ({"out_channels": 2, "kernel": 3, "bias": False, "algorithm": "winograd"}, [(3, 6, 5)]),
     ]
     FOURIER_SHARE = 0.8
     FOURIER_SHARE_NO_DX = 0.5
@@ -70,18 +76,26 @@ class Conv2d(Layer):
         self.use_bias = v.boolean(bias, "bias")
         self.init = make_initializer(init, "init")
         self.bias_init = make_initializer(bias_init, "bias_init")
-        self.algorithm = v.choice(algorithm, "algorithm", ["auto", "im2col", "fourier"])
+        self.algorithm = v.choice(algorithm, "algorithm", ["auto", "im2col", "fourier", "winograd"])
         if self.algorithm == "fourier" and not self._fourier_applies():
             raise ConfigError(f"algorithm 'fourier' needs stride 1, dilation 1 and groups 1, received "
                               f"stride={stride!r}, dilation={dilation!r}, groups={groups!r} (use im2col or auto)")
+        if self.algorithm == "winograd" and not self._winograd_applies():
+            raise ConfigError(f"algorithm 'winograd' needs a 3x3 kernel, stride 1, dilation 1, groups 1 and "
+                              f"padding at most 2, received kernel={kernel!r}, stride={stride!r}, "
+                              f"dilation={dilation!r}, groups={groups!r}, padding={padding!r} (use im2col or auto)")
         self.weight = self.bias = None
         self._fourier_ratio = None  # fourier / direct multiply-adds, set in build (None: fourier does not apply)
-        self._fourier_used = False  # the algorithm of the last forward, which its backward follows
+        self.last_algorithm = None  # the algorithm of the last forward, which its backward follows
         self._cache_x = self._cache_fourier = None
         self._fourier_memo = {}  # weight blocks kept while the weights are unchanged (ops.fourier)
+        self._winograd_memo = {}  # the transformed weights, likewise (ops.winograd)
 
     def _fourier_applies(self) -> bool:
         return self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+
+    def _winograd_applies(self) -> bool:
+        return winograd_applies(self.kernel, self.stride, self.dilation, self.groups, self.padding)
 
     def param_shapes(self, input_shapes):
         (shape,) = input_shapes
@@ -94,7 +108,10 @@ class Conv2d(Layer):
         return {**shapes, "bias": (self.out_channels,)} if self.use_bias else shapes
 
     def workspace_bytes(self, input_shapes, output_shape, itemsize):
-        """The im2col chunk: ``CHUNK_BYTES``, or one sample's cols if larger (ops.conv)."""
+        """The im2col chunk: ``CHUNK_BYTES``, or one sample's cols if larger (ops.conv); the
+        Winograd chunk's buffers (ops.winograd)."""
+        if self.algorithm == "winograd":
+            return winograd_workspace_bytes(input_shapes[0][0], self.out_channels, output_shape[1:], itemsize)
         if self.algorithm == "fourier" or (self.kernel, self.stride, self.padding) == ((1, 1), (1, 1), (0, 0)):
             return 0
         cols = input_shapes[0][0] * self.kernel[0] * self.kernel[1] * output_shape[1] * output_shape[2]
@@ -121,12 +138,19 @@ class Conv2d(Layer):
             self._fourier_ratio = fourier_macs(cin, self.out_channels, (h, w), self.kernel, self.padding) / direct
         return (self.out_channels, ho, wo)
 
-    def uses_fourier(self, training: bool) -> bool:
-        """Whether a forward pass in this mode runs in the Fourier domain (see the class docstring)."""
-        if self.algorithm != "auto" or self._fourier_ratio is None:
-            return self.algorithm == "fourier"
+    def algorithm_for(self, training: bool) -> str:
+        """The algorithm a forward pass in this mode runs (see the class docstring)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if self._fourier_ratio is None:
+            return "im2col"
         with_dx = training and self.needs_input_grad
-        return self._fourier_ratio <= (self.FOURIER_SHARE if with_dx else self.FOURIER_SHARE_NO_DX)
+        return "fourier" if self._fourier_ratio <= (self.FOURIER_SHARE if with_dx else self.FOURIER_SHARE_NO_DX) \
+            else "im2col"
+
+    def uses_fourier(self, training: bool) -> bool:
+        """Whether a forward pass in this mode runs in the Fourier domain."""
+        return self.algorithm_for(training) == "fourier"
 
     def params(self):
         return {"weight": self.weight, "bias": self.bias} if self.use_bias else {"weight": self.weight}
@@ -147,18 +171,23 @@ class Conv2d(Layer):
 
     def forward(self, x, training):
         bias = self.bias.value if self.use_bias else None
-        self._fourier_used = self.uses_fourier(training)
-        if self._fourier_used:
+        self.last_algorithm = self.algorithm_for(training)
+        if self.last_algorithm == "fourier":
             y, self._cache_fourier = fourier_conv_forward(x, self.weight.value, bias, self.padding,
                                                           memo=self._fourier_memo)
             return y
         self._cache_x = x
+        if self.last_algorithm == "winograd":
+            return winograd_conv_forward(x, self.weight.value, bias, self.padding, memo=self._winograd_memo)
         return conv2d_forward(x, self.weight.value, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def backward(self, dy):
         dbias = self.bias.grad if self.use_bias else None
-        if self._fourier_used:
+        if self.last_algorithm == "fourier":
             return fourier_conv_backward(dy, self._cache_fourier, self.weight.shape, self.padding, self.weight.grad,
                                          dbias, need_dx=self.needs_input_grad)
+        if self.last_algorithm == "winograd":
+            return winograd_conv_backward(dy, self._cache_x, self.weight.value, self.padding, self.weight.grad, dbias,
+                                          need_dx=self.needs_input_grad)
         return conv2d_backward(dy, self._cache_x, self.weight.value, self.stride, self.padding, self.dilation,
                                self.groups, self.weight.grad, dbias, need_dx=self.needs_input_grad)

@@ -7,6 +7,7 @@ image array here is channel-major ``(C, N, H, W)`` (see ``nntrain.layers.base``)
 - ``conv``: 2-D convolution (groups, stride, padding, dilation) forward and backward.
 - ``pool``: max and average pooling (PyTorch's ``ceil_mode`` / ``count_include_pad``).
 - ``fourier``: stride-1 convolution as per-frequency channel products (DFTs as matmuls).
+- ``winograd``: 3x3 stride-1 convolution by Winograd's F(2x2, 3x3), products over all tiles.
 - ``parallel``: the thread pool that runs memory-bound kernels and stacks of small
   products over blocks of samples / channels / frequencies on all cores.
 - ``reference``: the slow, obviously correct loop versions of these kernels, written from

@@ -63,11 +63,12 @@ def _rows(a: np.ndarray, s: int, e: int, groups: int) -> np.ndarray:
                       strides=(c // groups * a.strides[0], a.strides[0], a.strides[3]))
 
 
-def _by_chunks(n: int, sample_bytes: int, fn) -> list:
-    """Call ``fn(s, e, scratch)`` for chunks [s, e) of the n samples, about ``CHUNK_BYTES`` of
-    cols each, spread over the threads (``blas_for``); ``scratch`` is one dict per block of
-    chunks (a block's buffers and partial sums), returned in block order."""
-    per = max(1, CHUNK_BYTES // max(1, sample_bytes))
+def by_chunks(n: int, sample_bytes: int, fn, chunk_bytes: int = CHUNK_BYTES) -> list:
+    """Call ``fn(s, e, scratch)`` for chunks [s, e) of the n samples, about ``chunk_bytes`` of
+    work arrays each (``sample_bytes`` a sample: cols here), spread over the threads
+    (``blas_for``); ``scratch`` is one dict per block of chunks (a block's buffers and
+    partial sums), returned in block order."""
+    per = max(1, chunk_bytes // max(1, sample_bytes))
     chunks = [(s, min(s + per, n)) for s in range(0, n, per)]
     blocks = {}
 
@@ -107,7 +108,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
             cols = _chunk_cols(x, s, e, kernel, (ho, wo), stride, padding, dilation, buf)
             np.matmul(w3, cols.reshape(groups, cin_g * kh * kw, -1), out=_rows(y, s, e, groups))
 
-        _by_chunks(n, cin * kh * kw * ho * wo * x.itemsize, chunk)
+        by_chunks(n, cin * kh * kw * ho * wo * x.itemsize, chunk)
     if bias is not None:
         y2 = y.reshape(cout, -1)
         y2 += bias[:, None]
@@ -162,7 +163,7 @@ def conv2d_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, stride: t
             np.matmul(w3t, dy3, out=cols.reshape(groups, k_g, -1))  # dcols, into cols (done with)
             dx[:, s:e] = col2im(cols, (cin, e - s, h, w), kernel, (ho, wo), stride, padding, dilation)
 
-    blocks = _by_chunks(n, cin * kh * kw * ho * wo * x.itemsize, chunk)
+    blocks = by_chunks(n, cin * kh * kw * ho * wo * x.itemsize, chunk)
     dwt = blocks[0]["dwt"]
     for block in blocks[1:]:
         dwt += block["dwt"]
