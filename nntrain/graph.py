@@ -9,7 +9,8 @@ A node spec is the layer's YAML dict plus graph keys::
 - ``inputs``: names of earlier or later nodes, or ``input`` (the network input);
   defaults to the previous node (the input for the first node).
 - ``params``: per-parameter ``lr_mult``, ``decay_mult``, ``trainable`` (Caffe's
-  ``param {}``); ``trainable: false`` freezes the whole layer.
+  ``param {}``) and ``train_until_epoch`` (trained during the first E epochs only, then
+  frozen: airbench's whitening bias); ``trainable: false`` freezes the whole layer.
 
 Forward runs the nodes in topological order from the input to every output;
 backward runs them in reverse, summing the gradients of a tensor that feeds several
@@ -37,7 +38,7 @@ INPUT = "input"
 RNG_INIT = 1_000_001
 RNG_DROPOUT = 1_000_002
 _GRAPH_KEYS = ("name", "inputs", "params", "trainable")
-_PARAM_OPTIONS = ("lr_mult", "decay_mult", "trainable")
+_PARAM_OPTIONS = ("lr_mult", "decay_mult", "trainable", "train_until_epoch")
 
 
 def node_names(spec) -> list:
@@ -238,6 +239,9 @@ class Network:
                     params[pname].trainable = v.boolean(value, f"params.{pname}.trainable")
                 else:
                     setattr(params[pname], key, v.non_negative(value, f"params.{pname}.{key}"))
+            if params[pname].train_until_epoch is not None and not params[pname].trainable:
+                raise ConfigError(f"{where}: params.{pname}.train_until_epoch stops the training of a parameter, "
+                                  f"but '{pname}' is not trainable")
 
     def _set_input_grad_flags(self, input_grad: bool) -> None:
         """A layer computes dx only if something upstream needs it: a trainable parameter

@@ -121,6 +121,30 @@ class WeightAveraging(Hook):
             trainer.state.lookahead.sync()
 
 
+class TrainUntil(Hook):
+    """``params: {NAME: {train_until_epoch: E}}``: the parameter is updated by the first
+    round(E x iterations per epoch) optimizer steps only, then frozen (``trainable`` false: no
+    update, no decay, out of the energy), as airbench freezes its whitening bias after 3 epochs.
+    The flag is a function of the iteration, set again on start (a resumed run) and after a
+    roll-back."""
+
+    def __init__(self, params, iters_per_epoch: int):
+        self.limits = [(p, round(p.train_until_epoch * iters_per_epoch)) for p in params
+                       if p.train_until_epoch is not None]
+
+    def _set(self, iteration: int) -> None:
+        for p, last in self.limits:
+            p.trainable = iteration < last
+
+    def on_train_start(self, trainer):
+        self._set(trainer.state.progress.iteration)
+
+    on_restore = on_train_start
+
+    def on_update(self, trainer, iteration):
+        self._set(iteration)
+
+
 class Diverged(Exception):
     """Raised by DivergenceGuard.on_loss; the loop hands it back to ``DivergenceGuard.recover``."""
 

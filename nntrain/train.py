@@ -43,7 +43,7 @@ from .evaluate import evaluate_split
 from .fileio import atomic_open, save_json
 from .graph import RNG_DROPOUT
 from .hooks import (BestCheckpoint, Checkpoints, ConsoleLog, CsvLogs, Diverged, DivergenceGuard, EarlyStopping,
-                    Hooks, ProgressBar, StepResult, StopAtIteration, WeightAveraging)
+                    Hooks, ProgressBar, StepResult, StopAtIteration, TrainUntil, WeightAveraging)
 from .machine import machine_info
 from .rundir import (STOP_DIVERGED, STOP_EARLY, STOP_FINISHED, STOP_INTERRUPTED, STOP_MAX_ITERATIONS,
                      Checkpoint, remove_stale_temporaries, save_checkpoint)
@@ -121,6 +121,9 @@ class Trainer:
         es = train["early_stopping"]
         hooks = [WeightAveraging(), self.divergence,
                  BestCheckpoint(self.monitor, mode, es["min_delta"] if es else 0.0)]
+        until = TrainUntil(self.state.network.parameters(), self.iters_per_epoch)
+        if until.limits:
+            hooks.insert(1, until)
         if es:
             hooks.append(EarlyStopping(es, self.monitor))
         if self.dist.is_main:  # one rank writes the logs and talks

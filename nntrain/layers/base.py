@@ -48,9 +48,11 @@ class Parameter:
     ``lr_mult`` multiplies the learning rate and ``decay_mult`` the weight decay for
     this tensor; ``trainable=False`` freezes it (the optimizer skips it). By default
     weights decay and biases / normalisation parameters do not (``decay_mult`` 0).
+    ``train_until_epoch`` E (None: the whole run): trained by the first E epochs' steps
+    only, then frozen (the trainer's TrainUntil hook sets ``trainable``).
     """
 
-    __slots__ = ("value", "grad", "lr_mult", "decay_mult", "trainable", "name")
+    __slots__ = ("value", "grad", "lr_mult", "decay_mult", "trainable", "train_until_epoch", "name")
 
     def __init__(self, value: np.ndarray, *, decay: bool = True, name: str = ""):
         self.value = value
@@ -58,6 +60,7 @@ class Parameter:
         self.lr_mult = 1.0
         self.decay_mult = 1.0 if decay else 0.0
         self.trainable = True
+        self.train_until_epoch = None
         self.name = name
 
     @property
