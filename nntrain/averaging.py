@@ -29,8 +29,10 @@ class _ParamCopies(Configurable):
     copy_name = "?"
     counter_name = "?"
 
-    def _init_copies(self, params) -> None:
+    def _init_copies(self, params, buffers=()) -> None:
         self.params = [(k, p) for k, p in named_params(params) if p.trainable]
+        # float buffers (batch-norm running statistics) averaged like parameters, keyed buffer:<name>
+        self.params += [(f"buffer:{k}", _BufferView(b)) for k, b in buffers if b.dtype.kind == "f"]
         self.copies = [p.value.copy() for _, p in self.params]
         self.count = 0
         self._work = Workspace(max((p.size for _, p in self.params), default=0))
@@ -48,6 +50,14 @@ class _ParamCopies(Configurable):
         for key, c in expected.items():
             c[...] = state[key]
         self.count = int(state[counter])
+
+
+class _BufferView:
+    """A buffer seen as a parameter's ``value`` (what the averaging loops read and write)."""
+
+    def __init__(self, array: np.ndarray):
+        self.value = array
+        self.size = array.size
 
 
 class WeightAverage(_ParamCopies):
@@ -124,15 +134,17 @@ class Lookahead(_ParamCopies):
 
     ``sync()`` sets w <- phi without moving phi (the trainer calls it at each epoch end,
     so that evaluation and the final weights are the slow ones). The inner optimizer's
-    state (momentum) is kept across synchronisations. Only Parameters are averaged, not
-    buffers (batch-norm statistics follow the live weights).
+    state (momentum) is kept across synchronisations. With ``buffers: true`` the float
+    buffers (``network_buffers``: batch-norm running statistics) are averaged and set the
+    same way, as airbench does with its whole state dict; by default only Parameters are
+    (the statistics follow the live weights).
     """
 
     prefix, copy_name, counter_name = "lookahead", "slow", "steps"
-    context_args = ("params", "total_steps")
+    context_args = ("params", "total_steps", "network_buffers")
 
     def __init__(self, params, k: int = 5, alpha: float = 0.5, decay: float | None = None, power: float = 0.0,
-                 start_step: int = 0, total_steps: int | None = None):
+                 start_step: int = 0, buffers: bool = False, total_steps: int | None = None, network_buffers=()):
         self.k = v.positive_int(k, "k")
         self.alpha = v.real(alpha, "alpha", min_value=0.0, max_value=1.0, min_open=True)
         self.decay = None if decay is None else v.probability(decay, "decay")
@@ -141,7 +153,8 @@ class Lookahead(_ParamCopies):
         self.total_steps = None if total_steps is None else v.positive_int(total_steps, "total_steps")
         if self.decay is not None and self.total_steps is None:
             raise ConfigError("lookahead: decay needs the number of planned steps (total_steps)")
-        self._init_copies(params)
+        self.buffers = v.boolean(buffers, "buffers")
+        self._init_copies(params, network_buffers if self.buffers else ())
         self.started = self.start_step == 0
 
     def alpha_at(self, step: int) -> float:
@@ -193,6 +206,8 @@ def make_weight_average(options, params) -> WeightAverage:
     return build(WeightAverage, options, "ema", params=params)
 
 
-def make_lookahead(options, params, total_steps: int | None = None) -> Lookahead:
-    """A Lookahead from options ``{k: 5, alpha: 0.5}`` or ``{k: 5, decay: 0.95, power: 3, start_step: 200}``."""
-    return build(Lookahead, options, "lookahead", params=params, total_steps=total_steps)
+def make_lookahead(options, params, total_steps: int | None = None, network_buffers=()) -> Lookahead:
+    """A Lookahead from options ``{k: 5, alpha: 0.5}`` or ``{k: 5, decay: 0.95, power: 3, start_step: 200}``
+    (``buffers: true``: ``network_buffers``, (name, array) pairs, are averaged too)."""
+    return build(Lookahead, options, "lookahead", params=params, total_steps=total_steps,
+                 network_buffers=network_buffers)

@@ -209,5 +209,6 @@ def new_train_state(config: dict, network, iters_per_epoch: int, total_iteration
     if train.get("lookahead"):
         options = dict(train["lookahead"])
         options["start_step"] = round(options.pop("start_epoch") * iters_per_epoch)
-        lookahead = make_lookahead(options, network.parameters(), total_steps=total_iterations)
+        lookahead = make_lookahead(options, network.parameters(), total_steps=total_iterations,
+                                   network_buffers=network.named_buffers())
     return TrainState(network, optimizer, schedule, ema=ema, lookahead=lookahead)

@@ -434,3 +434,21 @@ def test_adam_bias_correction_counts_each_parameters_own_steps(kind):
     b.trainable = True
     opt.step()
     np.testing.assert_allclose(b.value, [3.0 - 0.1, 4.0 + 0.1], rtol=1e-6)
+
+
+def test_lookahead_averages_the_float_buffers_with_buffers_true():
+    """airbench's lookahead averages its whole state: batch-norm running statistics too."""
+    p = param([0.0])
+    stats = np.array([10.0, 20.0])
+    counter = np.array([3], np.int64)  # not a float: left alone
+    la = make_lookahead({"k": 1, "alpha": 0.5, "buffers": True}, [p], network_buffers=[("bn.mean", stats),
+                                                                                        ("bn.count", counter)])
+    p.value[...] = 2.0
+    stats[...] = [20.0, 40.0]
+    assert la.update(1)
+    assert p.value[0] == 1.0 and list(stats) == [15.0, 30.0]
+    restored = make_lookahead({"k": 1, "buffers": True}, [param([0.0])], network_buffers=[("bn.mean", np.zeros(2))])
+    restored.load_state_dict(la.state_dict())
+    np.testing.assert_array_equal(restored.copies[1], [15.0, 30.0])
+    plain = make_lookahead({"k": 1, "alpha": 0.5}, [param([0.0])], network_buffers=[("bn.mean", stats)])
+    assert len(plain.copies) == 1  # buffers: false (default) averages parameters only

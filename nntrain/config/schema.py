@@ -63,6 +63,7 @@ LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_
 # train keys added after results were recorded: in the resolved config only when set, so the
 # config hash of an experiment that does not use them is what it was
 TRAIN_OPTIONAL = ("lookahead",)
+SECTION_OPTIONAL = {"lookahead": {"buffers": False}}  # likewise, inside a section: key -> default
 TRAIN_KEYS = (*DEFAULTS["train"], *TRAIN_OPTIONAL)
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
 TTA_MODES = ("none", "flip", "crops", "translate", "airbench")
@@ -165,7 +166,11 @@ def _validate_train(train: dict, origins: Origins) -> dict:
     for key, (defaults, checks) in TRAIN_SECTIONS.items():
         never_off = DEFAULTS["train"].get(key) is not None
         if never_off or t.get(key) is not None:
-            t[key] = _section(t.get(key), defaults, checks, (*p, key), origins)
+            optional = SECTION_OPTIONAL.get(key, {})
+            t[key] = _section(t.get(key), defaults, checks, (*p, key), origins, allowed=(*defaults, *optional))
+            for name, default in optional.items():
+                if t[key].get(name, default) == default:
+                    t[key].pop(name, None)
     if "lookahead" in t:
         from ..averaging import Lookahead
 
