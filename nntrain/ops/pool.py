@@ -17,9 +17,11 @@ enough extra rows/columns at the bottom/right for every window to fit:
 
 Each forward kernel is a loop over the Kh*Kw offsets of one strided numpy operation
 over all channels and output pixels of a block of samples (``np.maximum`` over strided
-slices is much faster than ``.max`` over a window view); the max-pool backward is one
-``np.bincount`` scatter-add per block of channels. The blocks run on all cores
-(``parallel_for``).
+slices is much faster than ``.max`` over a window view); windows that tile the input
+(stride = kernel, e.g. airbench's 2x2 max-pool) take ``_tiled_max_forward``, row by row
+of the windows, with fewer passes over the strided entries. The max-pool backward is
+one ``np.bincount`` scatter-add per block of channels, or, for windows that do not
+overlap, writes into strided views. The blocks run on all cores (``parallel_for``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple
     """
     work = {} if work is None else work
     pads = pool_pads(x.shape[2:], kernel, stride, padding, out_hw)
+    if tuple(stride) == tuple(kernel) and not any(pads) and out_hw[1] >= TILED_MIN_WIDTH:
+        return _tiled_max_forward(x, kernel, out_hw, with_argmax)
     xp = pad(x, pads, -np.inf, out=work.get("pad"))
     if xp is not x:
         work["pad"] = xp
@@ -101,6 +105,76 @@ def max_pool_forward(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple
             np.maximum(yb, s, out=yb)
 
     parallel_for(n, block, xp.size)
+    return y, arg
+
+
+TILED_CHUNK = 1 << 15  # outputs per chunk of the tiled max-pool: its scratch stays in cache
+TILED_MIN_WIDTH = 4  # shorter window rows: the general route's fewer passes cost less (RESULTS)
+
+
+def _tiled_max_forward(x: np.ndarray, kernel: tuple, out_hw: tuple, with_argmax: bool):
+    """``max_pool_forward`` for windows that tile the input (stride = kernel, no padding):
+    row by row of each window, then across its rows.
+
+    Within a window row the first maximum wins a tie, then the first row holding the
+    window's maximum: that is the first maximum in row-major scan order, as in the general
+    route. The passes over the strided window entries (inner loops of Wo values, which cost
+    more per value than the arithmetic) are the Kw - 1 (or 2 (Kw - 1) with the argmax) of
+    each window row; the steps across rows run over contiguous arrays. The argmax is kept
+    as the winning offset i*Kw + j (uint8 arithmetic, exact modulo 256 for any update order).
+    """
+    (kh, kw), (ho, wo) = kernel, out_hw
+    c, n = x.shape[:2]
+    y = np.empty((c, n, ho, wo), x.dtype)
+    arg = np.empty(y.shape, np.uint8 if kh * kw <= 256 else np.uint16) if with_argmax else None
+    per = max(1, TILED_CHUNK // max(1, c * ho * wo))
+
+    def entry(xb, i, j):  # offset (i, j) of every window: (C, n, Ho, Wo)
+        return xb[:, :, i:i + (ho - 1) * kh + 1:kh, j:j + (wo - 1) * kw + 1:kw]
+
+    def rows(xb, i, out, col, better, cand):  # max along window row i, and its first argmax column
+        first = entry(xb, i, 0)
+        if kw == 1:
+            np.copyto(out, first)
+            if col is not None:
+                col.fill(0)
+            return
+        s = entry(xb, i, 1)
+        if col is not None:
+            np.greater(s, first, out=better)
+            np.copyto(col, better, casting="unsafe")  # 1 where column 1 wins, else 0
+        np.maximum(first, s, out=out)
+        for j in range(2, kw):  # as the general route: col = max(col, j * [s beats the max so far])
+            s = entry(xb, i, j)
+            if col is not None:
+                np.greater(s, out, out=better)
+                np.multiply(better.view(np.uint8), col.dtype.type(j), out=cand)
+                np.maximum(col, cand, out=col)
+            np.maximum(out, s, out=out)
+
+    def block(lo, hi):
+        for s0 in range(lo, hi, per):
+            s1 = min(hi, s0 + per)
+            xb, yb = x[:, s0:s1], y[:, s0:s1]
+            ab = arg[:, s0:s1] if with_argmax else None
+            better = np.empty(yb.shape, bool) if with_argmax else None
+            cand = np.empty(yb.shape, arg.dtype) if with_argmax and kw > 2 else None
+            rows(xb, 0, yb, ab, better, cand)
+            if kh == 1:
+                continue
+            row = np.empty(yb.shape, x.dtype)
+            col = np.empty(yb.shape, arg.dtype) if with_argmax else None
+            for i in range(1, kh):
+                rows(xb, i, row, col, better, cand)
+                if with_argmax:  # arg += [row i beats the max so far] * (i*Kw + col - arg)
+                    np.greater(row, yb, out=better)
+                    col += arg.dtype.type(i * kw)
+                    col -= ab
+                    col *= better
+                    ab += col
+                np.maximum(yb, row, out=yb)
+
+    parallel_for(n, block, x.size)
     return y, arg
 
 
@@ -153,11 +227,17 @@ def _disjoint_windows_backward(dy, arg, x_shape, kernel, stride, pads):
     top, bottom, left, right = pads
     (kh, kw), (sh, sw) = kernel, stride
     dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
-    tiled = (sh, sw) == (kh, kw) and dxp.shape[2:] == (out_hw[0] * sh, out_hw[1] * sw)
+    # windows side by side from the top left corner cover rows < Ho*Kh and columns < Wo*Kw
+    # exactly: only the rest needs zeros (else all of dxp does, before the writes)
+    adjacent = (sh, sw) == (kh, kw) and top == left == 0
+    rows, cols = out_hw[0] * sh, out_hw[1] * sw
 
     def block(lo, hi):
         part, dyb, ab = dxp[lo:hi], dy[lo:hi], arg[lo:hi]
-        if not tiled:
+        if adjacent:
+            part[:, :, rows:] = 0
+            part[:, :, :rows, cols:] = 0
+        else:
             part.fill(0)
         hit = np.empty(dyb.shape, bool)
         for k in range(kh * kw):
