@@ -12,7 +12,8 @@ including trials not started yet) or folders holding either (``runs/``). Per run
     epochs       epochs trained
     wall_time    seconds from start to end (last logged evaluation if unfinished)
     status       the stop reason of an ended run (finished, early_stopping,
-                 max_iterations, diverged), else pending, running, interrupted or failed
+                 max_iterations, diverged, pruned by nntrain tune), else pending, running,
+                 interrupted or failed
 
 Sorting by any column puts missing values last in either direction.
 """

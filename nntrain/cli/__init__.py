@@ -7,6 +7,7 @@ One module per command group, each a click command registered on ``main`` here:
     gradcheck.py  gradcheck          finite-difference check of a network
     data.py       data fetch         download a data set
     export.py     export             a saved model as ONNX
+    tune.py       tune               hyperparameter search with Optuna (nntrain.tune)
     sweep.py      sweep, compare,    many runs of one experiment; a table of runs;
                   plot               their curves
     common.py     the error wrapper (one message and an exit code), --debug, --set
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import click
 
-from . import data, evaluate, export, fit, gradcheck, sweep
+from . import data, evaluate, export, fit, gradcheck, sweep, tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,11 +39,12 @@ def main():
     nntrain compare sweeps/exp-*/ --sort val_error
     nntrain plot runs/a runs/b -o curves.png
     nntrain export runs/RUN -o model.onnx          the model as ONNX (raw images in)
+    nntrain tune exp.yaml --param "optimizer.lr=loguniform(1e-4,0.3)" --trials 30
     """
 
 
 for _command in (fit.fit, evaluate.eval_, evaluate.show, gradcheck.gradcheck, data.data,
-                 sweep.sweep, sweep.compare, sweep.plot, export.export):
+                 sweep.sweep, sweep.compare, sweep.plot, export.export, tune.tune):
     main.add_command(_command)
 
 __all__ = ["main"]
