@@ -201,9 +201,11 @@ def _check_state_array(key: str, array: np.ndarray, shape: tuple) -> None:
         raise CheckpointError(f"normalisation state: {key} holds {array.dtype} values that are not finite numbers")
     if key == "matrix":
         fits = array.shape == (d, d)
+    elif array.shape == (d,):  # the whitening shift, on flattened images
+        fits = True
     else:
         try:
-            fits = np.broadcast_shapes(array.shape, shape) == tuple(shape) or array.shape == (d,)
+            fits = np.broadcast_shapes(array.shape, shape) == tuple(shape)
         except ValueError:
             fits = False
     if not fits:
