@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 from .errors import ConfigError
-from .graph import Network
+from .graph import Network, node_names
 
 
 @dataclass
@@ -36,16 +36,34 @@ def network_input_shape(config: dict, data_shape: tuple) -> tuple:
 
 
 def build_network(config: dict, input_shape, dtype=None) -> Network:
-    """The config's network for ``input_shape``; a build error names the YAML line of the layer."""
+    """The config's network for ``input_shape``; a build error names where the layer came from."""
     try:
         return Network(config["model"], input_shape, outputs=config.get("outputs"), seed=config["seed"],
                        dtype=dtype or config["dtype"])
     except ConfigError as exc:
-        match = re.match(r"model\[(\d+)\]", str(exc))
-        origin = config.origin(("model", int(match.group(1)))) if match and hasattr(config, "origin") else ""
-        if origin:
-            raise ConfigError(f"{origin}: {exc}") from None
-        raise
+        raise ConfigError(_located(config, str(exc))) from None
+
+
+def _located(config: dict, message: str, index: int | None = None) -> str:
+    """``message`` about layer ``index`` (else the model[i] or the first layer name it
+    names) prefixed with where that came from: the ``--set`` that gave an option the
+    message names, else the layer's line in the file."""
+    if not hasattr(config, "origin"):
+        return message
+    names = node_names(config["model"])
+    if index is None:
+        match = re.match(r"model\[(\d+)\]", message)
+        cycle = re.search(r"form a cycle: ([^ ]+) ->", message)
+        index = int(match.group(1)) if match else names.index(cycle.group(1)) if cycle and cycle.group(1) in names \
+            else None
+    if index is None:
+        return message
+    layer = config["model"][index]
+    set_by_option = [config.origin(("model", index, k)) for k in layer
+                     if re.search(rf"\b{re.escape(str(k))}\b", message)
+                     and config.origin(("model", index, k)).startswith("--set")]
+    where = set_by_option[0] if set_by_option else config.origin(("model", index))
+    return f"{where}: {message}" if where else message
 
 
 def check_output(network: Network, num_classes: int) -> None:
@@ -81,7 +99,10 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
                           f"split ({len(data.train)} examples)")
     augment = make_augmentation(data_cfg["augment"])
     network = build_network(config, augment.output_shape(data.input_shape), dtype)
-    check_output(network, data.num_classes)
+    try:
+        check_output(network, data.num_classes)
+    except ConfigError as exc:  # named at the last layer's line
+        raise ConfigError(_located(config, str(exc), len(config["model"]) - 1)) from None
     # refuse batches that cannot fit in this machine's memory now, with the numbers
     if for_training:
         network.check_memory(config["train"]["batch_size"])

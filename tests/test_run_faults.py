@@ -342,3 +342,24 @@ def test_printed_sweep_commands_can_run_again(tmp_path):
     for _ in range(2):
         done = subprocess.run(["bash", "-c", lines[0]], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+
+
+# ----- class 12: build errors say where the layer (or the option) came from -----------------------
+def test_cycle_output_and_shape_errors_name_the_line_or_the_set_option(tmp_path):
+    data = {"dataset": "mnist_subset", "limit": {"train": 100, "test": 50}, "validation": 20}
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text(yaml.safe_dump({"name": "c", "data": data, "model": [
+        {"name": "a", "type": "relu", "inputs": ["b"]}, {"name": "b", "type": "relu", "inputs": ["a"]},
+        {"type": "flatten"}, {"type": "linear", "out_features": 10}]}, sort_keys=False))
+    msg = one_error(run("show", cycle))
+    assert f"{cycle}:" in msg and "form a cycle: a -> b -> a" in msg
+    wrong = write_yaml(tmp_path / "out.yaml", {"name": "o", "data": data, "model": [
+        {"type": "flatten"}, {"type": "linear", "out_features": 7}]})
+    msg = one_error(run("show", wrong))
+    lines = wrong.read_text().splitlines()
+    last_layer_line = max(i for i, line in enumerate(lines, 1) if line.startswith("- type: linear"))
+    assert msg.startswith(f"error: {wrong}:{last_layer_line}:") and "must be (10,) logits" in msg
+    conv = write_yaml(tmp_path / "k.yaml", {"name": "k", "data": data, "model": [
+        {"type": "conv2d", "out_channels": 4, "kernel": 3}, {"type": "flatten"}, {"type": "linear", "out_features": 10}]})
+    msg = one_error(run("show", conv, "--set", "model.conv2d_1.kernel=40"))
+    assert msg.startswith("error: --set model.conv2d_1.kernel=40: ") and "does not fit" in msg
