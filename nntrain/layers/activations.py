@@ -222,72 +222,90 @@ class GELU(_Elementwise):
     """Gaussian error linear unit (Hendrycks & Gimpel 2016), as torch.nn.GELU.
 
     approximate='none' (default): y = x * Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
-    dy/dx = Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).  Keeps x and Phi(x).
-    approximate='tanh': y = x * (1 + tanh(u)) / 2, u = sqrt(2/pi) * (x + 0.044715 x^3),
-    dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * sqrt(2/pi) * (1 + 3*0.044715 x^2), t = tanh(u).
-    Keeps x and t.
+    dy/dx = Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
+    approximate='tanh': y = x * (1 + t) / 2, t = tanh(u), u = s (x + c x^3), s = sqrt(2/pi),
+    c = 0.044715, dy/dx = (1 + t)/2 + x (1 - t^2) (s + 3 s c x^2) / 2.
+
+    A training forward computes dy/dx with y, from the values it has at hand (t, Phi, x^2),
+    and keeps only that: the backward pass is then one multiply, dx = dy * dy/dx, instead
+    of rebuilding the derivative from kept x and t (fewer passes over memory in all, and
+    one kept array instead of two). An evaluation forward keeps x only; a backward after
+    it computes dy/dx from x.
     """
 
     examples = [({}, [(5,)]), ({}, [(2, 3, 3)]), ({"approximate": "tanh"}, [(2, 3, 3)])]
 
     def __init__(self, approximate: str = "none"):
         self.approximate = v.choice(approximate, "approximate", ["none", "tanh"])
+        self._cache_x = self._cache_grad = None
 
-    def forward(self, x, training):
-        self._cache_x = x
-        t, y = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)  # C order: flat views
-        xf, tf, yf = x.reshape(-1), t.reshape(-1), y.reshape(-1)
+    def _run(self, x, with_grad: bool):
+        """(y, dy/dx or None) of x, block by block (C order: flat views)."""
+        y = np.empty(x.shape, x.dtype)
+        g = np.empty(x.shape, x.dtype) if with_grad else None
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        gf = g.reshape(-1) if with_grad else None
+        kernel = self._tanh_block if self.approximate == "tanh" else self._erf_block
 
         def block(lo, hi):
-            xs, ts, ys = xf[lo:hi], tf[lo:hi], yf[lo:hi]
-            if self.approximate == "tanh":
-                np.multiply(xs, xs, out=ts)
-                ts *= _GELU_CUBIC
-                ts += 1.0
-                ts *= xs
-                ts *= _SQRT_2_OVER_PI
-                np.tanh(ts, out=ts)
-                np.add(ts, 1.0, out=ys)
-                ys *= 0.5
-            else:
-                np.multiply(xs, _SQRT_HALF, out=ys)
-                ts[...] = erf(ys)
-                ts *= 0.5
-                ts += 0.5
-                np.copyto(ys, ts)
-            ys *= xs
+            kernel(xf[lo:hi], yf[lo:hi], gf[lo:hi] if with_grad else None)
 
         _elementwise_blocks(xf, block)
-        self._cache_t = t
+        return y, g
+
+    @staticmethod
+    def _tanh_block(xs, ys, gs):
+        u = np.multiply(xs, xs)  # x^2, then u = s (x + c x^3), then t = tanh(u)
+        if gs is not None:
+            np.multiply(u, _SQRT_2_OVER_PI * _GELU_CUBIC, out=gs)  # s c x^2
+            np.add(gs, _SQRT_2_OVER_PI, out=u)
+        else:
+            u *= _SQRT_2_OVER_PI * _GELU_CUBIC
+            u += _SQRT_2_OVER_PI
+        u *= xs
+        np.tanh(u, out=u)
+        np.add(u, 1.0, out=ys)
+        ys *= 0.5  # (1 + t) / 2
+        if gs is not None:  # dy/dx = (1 + t)/2 + x (1 - t^2) (s + 3 s c x^2) / 2
+            gs *= 1.5
+            gs += 0.5 * _SQRT_2_OVER_PI
+            gs *= xs
+            np.multiply(u, u, out=u)
+            np.subtract(1.0, u, out=u)
+            gs *= u
+            gs += ys
+        ys *= xs
+
+    @staticmethod
+    def _erf_block(xs, ys, gs):
+        np.multiply(xs, _SQRT_HALF, out=ys)
+        ys[...] = erf(ys)
+        ys *= 0.5
+        ys += 0.5  # Phi(x)
+        if gs is not None:  # dy/dx = Phi(x) + x phi(x)
+            np.multiply(xs, xs, out=gs)
+            gs *= -0.5
+            np.exp(gs, out=gs)
+            gs *= xs
+            gs *= _INV_SQRT_2PI
+            gs += ys
+        ys *= xs
+
+    def forward(self, x, training):
+        y, self._cache_grad = self._run(x, with_grad=training)
+        self._cache_x = None if training else x
         return y
 
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
-        x, t = self._cache_x, self._cache_t
-        g = np.empty(x.shape, x.dtype)
-        xf, tf, gf, df = x.reshape(-1), t.reshape(-1), g.reshape(-1), dy.reshape(-1)
-
-        def block(lo, hi):
-            xs, ts, gs = xf[lo:hi], tf[lo:hi], gf[lo:hi]
-            np.multiply(xs, xs, out=gs)
-            if self.approximate == "tanh":
-                gs *= 3 * _GELU_CUBIC
-                gs += 1.0
-                gs *= xs
-                gs *= 0.5 * _SQRT_2_OVER_PI
-                gs *= 1.0 - ts * ts
-                gs += 0.5 * (1.0 + ts)
-            else:
-                gs *= -0.5
-                np.exp(gs, out=gs)
-                gs *= xs
-                gs *= _INV_SQRT_2PI
-                gs += ts
-            gs *= df[lo:hi]
-
-        _elementwise_blocks(xf, block)
-        return g
+        g = self._cache_grad
+        if g is None:  # the forward ran in evaluation mode
+            g = self._cache_grad = self._run(self._cache_x, with_grad=True)[1]
+        dx = np.empty(g.shape, g.dtype)
+        gf, df, dxf = g.reshape(-1), dy.reshape(-1), dx.reshape(-1)
+        _elementwise_blocks(gf, lambda lo, hi: np.multiply(df[lo:hi], gf[lo:hi], out=dxf[lo:hi]))
+        return dx
 
 
 ELEMENTWISE_CHUNK = 1 << 18  # elements (1 MB of float32 per array)

@@ -37,6 +37,7 @@ class _BatchNorm(Layer):
     """
 
     _rank = 0  # per-sample rank of the input, set by subclasses
+    CHUNK = 1 << 16  # elements of a row array per piece of a thread's block (``_channels``)
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
                  weight: bool = True, bias: bool = True, sync: bool = False):
@@ -90,13 +91,22 @@ class _BatchNorm(Layer):
     def macs(self, input_shapes, output_shape):
         return int(np.prod(output_shape))  # one multiply-add per element (y = k x + b)
 
-    def _channels(self, n_channels: int, fn, work: int) -> None:
+    def _channels(self, n_channels: int, fn, work: int, row: int | None = None) -> None:
         """``fn(lo, hi)`` over channel blocks: on all cores for batchnorm2d, whose channels
-        are contiguous rows (each block computes exactly what one call would)."""
-        if self._rank == 3:
-            parallel_for(n_channels, fn, work)
-        else:
+        are contiguous rows (each block computes exactly what one call would), and each
+        thread's block in pieces of about ``CHUNK`` elements a row array, so that the several
+        passes ``fn`` makes run over data still in cache (as ``activations._elementwise_blocks``);
+        ``row``: the elements of one channel (None: no pieces, for a single pass)."""
+        if self._rank != 3:
             fn(0, n_channels)
+            return
+        step = n_channels if row is None else max(1, self.CHUNK // max(1, row))
+
+        def block(lo, hi):
+            for start in range(lo, hi, step):
+                fn(start, min(hi, start + step))
+
+        parallel_for(n_channels, block, work)
 
     def _rows(self, a, lo, hi):
         """Channels [lo, hi) of a 2-D view."""
@@ -141,12 +151,14 @@ class _BatchNorm(Layer):
             xh *= col(inv)
             if self.use_weight:
                 np.multiply(xh, col(self.weight.value[lo:hi]), out=ys)
+                if self.use_bias:
+                    ys += col(self.bias.value[lo:hi])
+            elif self.use_bias:
+                np.add(xh, col(self.bias.value[lo:hi]), out=ys)
             else:
                 np.copyto(ys, xh)
-            if self.use_bias:
-                ys += col(self.bias.value[lo:hi])
 
-        self._channels(c, normalise, 4 * x2.size)
+        self._channels(c, normalise, 4 * x2.size, m)
         self._update_running(mean, var, m)
         self._cache_xhat, self._cache_inv_std, self._cache_x = xhat, inv_std, None
         return y.reshape(x.shape)
@@ -226,7 +238,7 @@ class _BatchNorm(Layer):
             np.subtract(d, ts, out=ts)
             ts *= col(k[lo:hi])
 
-        self._channels(c, gradients, 4 * dy2.size)
+        self._channels(c, gradients, 4 * dy2.size, m)
         if self.use_weight:
             self.weight.grad[...] = sum_dy_xhat
         if self.use_bias:

@@ -217,15 +217,47 @@ def max_pool_backward(dy: np.ndarray, arg: np.ndarray, x_shape: tuple, kernel: t
     return dx
 
 
+def _tiled_backward(dy, arg, x_shape, kernel):
+    """max_pool_backward for windows that tile the input (stride = kernel, no padding): dx
+    is zero but at each window's winner, which gets its dy -- one scatter (each position is
+    written at most once, so no adding up) into the zeroed dx, by blocks of channels in
+    pieces of about ``TILED_CHUNK`` windows."""
+    c, n, h, w = x_shape
+    (kh, kw), (ho, wo) = kernel, dy.shape[2:]
+    k = np.arange(kh * kw)
+    offsets = (k // kw) * w + k % kw  # offset i*Kw + j -> flat step from the window origin
+    origins = (np.arange(n)[:, None, None] * (h * w) + np.arange(ho)[:, None] * (kh * w)
+               + np.arange(wo) * kw)  # (N, Ho, Wo): flat window origins in one channel
+    dx = np.zeros(x_shape, dy.dtype)
+    step = max(1, TILED_CHUNK // max(1, n * ho * wo))
+
+    def block(lo, hi):
+        for c0 in range(lo, hi, step):
+            c1 = min(hi, c0 + step)
+            pos = offsets.take(arg[c0:c1])
+            pos += origins
+            if c1 - c0 > 1:
+                pos += (np.arange(c1 - c0) * (n * h * w))[:, None, None, None]
+            flat = dx[c0:c1].reshape(-1)  # dx is new and contiguous: a view
+            flat[pos.reshape(-1)] = dy[c0:c1].reshape(-1)
+
+    parallel_for(c, block, dx.size)
+    return dx
+
+
 def _disjoint_windows_backward(dy, arg, x_shape, kernel, stride, pads):
     """max_pool_backward when no two windows share an input position: for each offset k,
     dx at offset k of every window is dy where the window's winner is k, else 0 -- written
     straight into the strided view, no accumulation (positions no window covers stay 0).
-    A non-finite dy spreads NaN over its whole window (NaN * 0), where bincount would not."""
+    A non-finite dy spreads NaN over its whole window (NaN * 0), where bincount would not.
+    Windows that tile the input take ``_tiled_backward`` (one scatter of dy, faster than the
+    Kh*Kw strided writes; there a non-finite dy reaches the winner only)."""
     c, n, h, w = x_shape
     out_hw = dy.shape[2:]
     top, bottom, left, right = pads
     (kh, kw), (sh, sw) = kernel, stride
+    if (sh, sw) == (kh, kw) and not any(pads):
+        return _tiled_backward(dy, arg, x_shape, kernel)
     dxp = np.empty((c, n, h + top + bottom, w + left + right), dy.dtype)
     # windows side by side from the top left corner cover rows < Ho*Kh and columns < Wo*Kw
     # exactly: only the rest needs zeros (else all of dxp does, before the writes)
