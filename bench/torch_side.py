@@ -155,10 +155,10 @@ def _per_layer(events, modules, steps: int) -> dict:
         elif e.name.startswith("bench-layer"):
             i = int(e.name[len("bench-layer"):])
             fwd.setdefault(i, {})[step_of(e)] = e.cpu_time_total / 1e3
-    for e in events:  # forward ops directly inside a layer range: their sequence numbers
-        parent = e.cpu_parent
-        if e.sequence_nr >= 0 and parent is not None and parent.name.startswith("bench-layer"):
-            seq_layer[(e.fwd_thread or e.thread, e.sequence_nr)] = int(parent.name[len("bench-layer"):])
+    for e in events:  # forward ops inside a layer range, at any depth (aten::linear holds aten::addmm,
+        layer = _enclosing(e.cpu_parent, "bench-layer")  # which has its own sequence number)
+        if e.sequence_nr >= 0 and layer is not None:
+            seq_layer[(e.fwd_thread or e.thread, e.sequence_nr)] = layer
     for e in events:
         if e.name.startswith("autograd::engine::evaluate_function") and e.sequence_nr >= 0:
             i = seq_layer.get((e.fwd_thread or e.thread, e.sequence_nr))
@@ -175,7 +175,7 @@ def _per_layer(events, modules, steps: int) -> dict:
 
 
 def _enclosing(event, prefix: str):
-    """The step number of the ``prefix<k>`` range holding ``event`` (None outside any)."""
+    """k of the ``prefix<k>`` range holding ``event`` or being it (None outside any)."""
     e = event
     while e is not None:
         if e.name.startswith(prefix):
