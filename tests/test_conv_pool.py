@@ -585,17 +585,22 @@ def test_auto_algorithm_is_chosen_per_pass_and_backward_follows_its_forward():
         np.testing.assert_allclose(layer.weight.grad, ref_dw, rtol=1e-9, atol=1e-11)
 
 
-def test_fourier_weight_blocks_are_reused_only_while_the_weights_are_unchanged():
+@pytest.mark.parametrize("algorithm,memo,key,rtol", [("fourier", "_fourier_memo", "wblk", 1e-9),
+                                                     ("winograd", "_winograd_memo", "ut", 1e-11)])
+def test_transformed_weights_are_reused_only_while_the_weights_are_unchanged(algorithm, memo, key, rtol):
+    """Fourier's weight blocks and Winograd's transformed weights are kept between calls
+    while the weights are bit for bit unchanged (inference), recomputed after an update."""
     rng = np.random.default_rng(4)
-    layer = LAYERS.get("conv2d").from_config({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "fourier"})
+    layer = LAYERS.get("conv2d").from_config({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": algorithm})
     layer.build([(2, 6, 6)], rng, np.float64)
     x = rng.standard_normal((2, 2, 6, 6))
     y1 = to_public(layer.forward(to_internal(x), False))
-    blocks = layer._fourier_memo["wblk"]
+    kept = getattr(layer, memo)[key]
     layer.forward(to_internal(x), False)
-    assert layer._fourier_memo["wblk"] is blocks  # same weights: reused
+    assert getattr(layer, memo)[key] is kept  # same weights: reused
     layer.weight.value[0, 0, 1, 1] += 1.0  # an in-place change, as an optimizer step makes
     y2 = to_public(layer.forward(to_internal(x), False))
-    assert layer._fourier_memo["wblk"] is not blocks
-    np.testing.assert_allclose(y2, ref.conv2d(x, layer.weight.value, layer.bias.value, padding=1), rtol=1e-9, atol=1e-11)
+    assert getattr(layer, memo)[key] is not kept
+    np.testing.assert_allclose(y2, ref.conv2d(x, layer.weight.value, layer.bias.value, padding=1), rtol=rtol,
+                               atol=rtol / 10)
     assert not np.allclose(y1, y2)

@@ -97,23 +97,6 @@ def test_float32_stays_within_the_direct_convolution_tolerance():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_transformed_weights_are_reused_only_while_the_weights_are_unchanged(monkeypatch):
-    calls = []
-    transform = wg.transform_weights
-    monkeypatch.setattr(wg, "transform_weights", lambda w: calls.append(1) or transform(w))
-    rng = np.random.default_rng(4)
-    layer = LAYERS.get("conv2d").from_config({"out_channels": 3, "kernel": 3, "padding": 1, "algorithm": "winograd"})
-    layer.build([(2, 6, 6)], rng, np.float64)
-    x = to_internal(rng.standard_normal((2, 2, 6, 6)))
-    first = layer.forward(x, False)
-    assert np.array_equal(layer.forward(x, False), first) and len(calls) == 1  # same weights: reused
-    layer.weight.value[0, 0, 1, 1] += 1.0  # an in-place change, as an optimizer step makes
-    second = to_public(layer.forward(x, False))
-    assert len(calls) == 2 and not np.allclose(second, to_public(first))
-    np.testing.assert_allclose(second, ref.conv2d(to_public(x), layer.weight.value, layer.bias.value, padding=1),
-                               rtol=1e-11, atol=1e-12)
-
-
 def test_layer_trains_by_winograd_and_its_backward_follows():
     rng = np.random.default_rng(5)
     layer = LAYERS.get("conv2d").from_config({"out_channels": 4, "kernel": 3, "padding": 1, "algorithm": "winograd"})
