@@ -363,3 +363,14 @@ def test_cycle_output_and_shape_errors_name_the_line_or_the_set_option(tmp_path)
         {"type": "conv2d", "out_channels": 4, "kernel": 3}, {"type": "flatten"}, {"type": "linear", "out_features": 10}]})
     msg = one_error(run("show", conv, "--set", "model.conv2d_1.kernel=40"))
     assert msg.startswith("error: --set model.conv2d_1.kernel=40: ") and "does not fit" in msg
+
+
+def test_fit_tensorboard_writes_event_files_and_keeps_the_setting_for_resume(tmp_path):
+    pytest.importorskip("tensorboardX")
+    run_dir = tmp_path / "r"
+    r = run("fit", tiny(tmp_path, epochs=1), "--run-dir", run_dir, "--tensorboard", "-q")
+    assert r.exit_code == 0, r.output
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["tensorboard"] == {"histograms": False}
+    off = load_config(tiny(tmp_path, "off.yaml", epochs=1, tensorboard=False))
+    assert "tensorboard" not in off["train"]  # off is left out: recorded config hashes hold

@@ -62,7 +62,7 @@ EMA_DEFAULTS = {"decay": 0.999, "every": 1}
 LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_epoch": 0.0}
 # train keys added after results were recorded: in the resolved config only when set, so the
 # config hash of an experiment that does not use them is what it was
-TRAIN_OPTIONAL = ("lookahead",)
+TRAIN_OPTIONAL = ("lookahead", "tensorboard")
 SECTION_OPTIONAL = {"lookahead": {"buffers": False}}  # likewise, inside a section: key -> default
 TRAIN_KEYS = (*DEFAULTS["train"], *TRAIN_OPTIONAL)
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
@@ -171,6 +171,12 @@ def _validate_train(train: dict, origins: Origins) -> dict:
             for name, default in optional.items():
                 if t[key].get(name, default) == default:
                     t[key].pop(name, None)
+    if "tensorboard" in t:  # off (false) is left out, as if never written
+        from ..tensorboard import tensorboard_option
+
+        t["tensorboard"] = _at(origins, (*p, "tensorboard"), lambda: tensorboard_option(t["tensorboard"]))
+        if t["tensorboard"] is None:
+            del t["tensorboard"]
     if "lookahead" in t:
         from ..averaging import Lookahead
 
