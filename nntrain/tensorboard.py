@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config.schema import tensorboard_option  # noqa: F401  (re-exported: the config check)
 from .errors import ConfigError
 from .hooks import Hook
 from .rundir import ITERATION_COLUMNS, METRICS_COLUMNS
@@ -37,19 +38,6 @@ INSTALL_HINT = ("TensorBoard logging needs tensorboardX, an optional extra: inst
 FOLDER = "tensorboard"
 ITERATION_TAGS = [c for c in ITERATION_COLUMNS if c not in ("iteration", "epoch")]
 METRICS_TAGS = [c for c in METRICS_COLUMNS if c not in ("epoch", "iteration", "seconds")]
-
-
-def tensorboard_option(value, where: str = "train.tensorboard") -> dict | None:
-    """The canonical form of a ``train.tensorboard`` setting: None (off) or {histograms: bool}.
-
-    Accepts false, true, or a mapping ``{histograms: true}``; ConfigError otherwise."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return {"histograms": False}
-    if isinstance(value, dict) and set(value) <= {"histograms"} and isinstance(value.get("histograms", False), bool):
-        return {"histograms": value.get("histograms", False)}
-    raise ConfigError(f"{where}: expected true, false or {{histograms: true}}, received {value!r}")
 
 
 def require_tensorboardx():

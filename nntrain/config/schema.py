@@ -157,6 +157,19 @@ def _section(values, defaults: dict, checks: dict, path: tuple, origins: Origins
     return out
 
 
+def tensorboard_option(value, where: str = "train.tensorboard") -> dict | None:
+    """The canonical form of a ``train.tensorboard`` setting: None (off) or {histograms: bool}.
+
+    Accepts false, true, or a mapping ``{histograms: true}``; ConfigError otherwise."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"histograms": False}
+    if isinstance(value, dict) and set(value) <= {"histograms"} and isinstance(value.get("histograms", False), bool):
+        return {"histograms": value.get("histograms", False)}
+    raise ConfigError(f"{where}: expected true, false or {{histograms: true}}, received {value!r}")
+
+
 def _validate_train(train: dict, origins: Origins) -> dict:
     p = ("train",)
     t = _section(train, DEFAULTS["train"], TRAIN_CHECKS, p, origins, allowed=TRAIN_KEYS)
@@ -172,8 +185,6 @@ def _validate_train(train: dict, origins: Origins) -> dict:
                 if t[key].get(name, default) == default:
                     t[key].pop(name, None)
     if "tensorboard" in t:  # off (false) is left out, as if never written
-        from ..tensorboard import tensorboard_option
-
         t["tensorboard"] = _at(origins, (*p, "tensorboard"), lambda: tensorboard_option(t["tensorboard"]))
         if t["tensorboard"] is None:
             del t["tensorboard"]
