@@ -119,7 +119,10 @@ def _class_names(names: np.ndarray, path: Path) -> list[str]:
     if names.ndim != 1 or names.dtype.kind not in "US" or not 0 < len(names) <= MAX_CLASSES:
         raise DataError(f"{path}:classes must be a 1-d array of 1..{MAX_CLASSES:,} names, found {names.dtype} "
                         f"{names.shape}")
-    return [str(c.decode() if isinstance(c, bytes) else c) for c in names.tolist()]
+    try:
+        return [str(c.decode() if isinstance(c, bytes) else c) for c in names.tolist()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}:classes: a class name is not UTF-8 text ({exc.object!r:.40})") from None
 
 
 def read_npz(path: Path):
