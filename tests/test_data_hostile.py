@@ -426,3 +426,12 @@ def test_whitening_that_cannot_fit_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match=r"zca on \(3, 64, 64\) images needs 12,288 x 12,288 matrices, about "
                                           r"3.38 GiB, but this machine has 1 GiB: use per_channel"):
         Normalizer.fit("zca", x)
+
+
+def test_npz_class_names_that_are_not_utf8_are_one_data_error(tmp_path):
+    """Found by the hypothesis test above: bytes class names are decoded as UTF-8."""
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((2, 1, 1), np.uint8), y=np.zeros(2, np.uint8), classes=np.array([b"\x80"], "S1"))
+    for read in (npz_shape_and_classes, read_npz):
+        with pytest.raises(DataError, match="not UTF-8"):
+            read(path)
