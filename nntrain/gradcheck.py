@@ -65,7 +65,7 @@ ROUNDOFF_ULPS = 16  # rounding of one objective evaluation, in ulps of its magni
 REL_FLOOR = 1e-7  # differences below this fraction of a tensor's largest gradient entry are ignored
 DRAWS_PER_ENTRY = 10  # draw budget: this many entries per wanted one, when kinks force redraws
 KINK_STEP_DIVISORS = (1, 10, 100)  # an entry whose step crosses a kink is retried with h/10, then h/100
-_EPS = float(np.finfo(np.float64).eps)
+_EPS = float(np.finfo(np.float64).eps)  # ok: finite differences run in float64
 
 
 def roundoff_floor(scale: float, h: float = DEFAULT_STEP) -> float:

@@ -42,7 +42,7 @@ def first_convolution(network):
 
 def scale_each(weight: np.ndarray) -> np.ndarray:
     """Each filter (first axis) mapped linearly onto [0, 1] by its own min and max (0.5 if constant)."""
-    w = np.asarray(weight, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)  # ok: one small picture, not a hot path
     axes = tuple(range(1, w.ndim))
     lo, hi = w.min(axis=axes, keepdims=True), w.max(axis=axes, keepdims=True)
     span = hi - lo

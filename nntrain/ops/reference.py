@@ -69,7 +69,7 @@ def conv2d(x, w, b, stride=1, padding=0, dilation=1, groups=1):
 
     w is (Cout, Cin_g, Kh, Kw), b is (Cout,) or None, and Ho = floor((H + 2P - D(K-1) - 1) / S) + 1.
     """
-    xp = _zero_padded(np.asarray(x, np.float64), *pair(padding))
+    xp = _zero_padded(np.asarray(x, np.float64), *pair(padding))  # ok: reference kernel, float64 by design
     y = np.zeros((x.shape[0], w.shape[0], *_out_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)))
     for o, oh, ow, o_c, c, i, j, r, q in _conv_terms(x.shape, w.shape, stride, padding, dilation, groups):
         y[:, o, oh, ow] += w[o, c, i, j] * xp[:, o_c, r, q]
@@ -87,7 +87,7 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, dilation=1, groups=1):
     matters), and db[o] is dy summed over (n, oh, ow).
     """
     (ph, pw), (h, wd) = pair(padding), x.shape[2:]
-    xp = _zero_padded(np.asarray(x, np.float64), ph, pw)
+    xp = _zero_padded(np.asarray(x, np.float64), ph, pw)  # ok: reference kernel, float64 by design
     dxp, dw = np.zeros_like(xp), np.zeros(w.shape)
     for o, oh, ow, o_c, c, i, j, r, q in _conv_terms(x.shape, w.shape, stride, padding, dilation, groups):
         dw[o, c, i, j] += np.sum(dy[:, o, oh, ow] * xp[:, o_c, r, q])

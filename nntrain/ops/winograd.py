@@ -47,6 +47,7 @@ from .im2col import scratch
 
 CHUNK_BYTES = 2 << 20
 
+# ok: float64 masters of the exact transform constants; cast to the data dtype where used
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
