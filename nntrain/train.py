@@ -376,7 +376,8 @@ class Trainer:
                      "iteration": best["iteration"], "val_error": (best["metrics"] or {}).get("val_error")},
             "final": progress.last_metrics, "test": test,
             "divergence_retries": progress.retries, "lr_scale": progress.lr_scale, "events": self.events,
-            "wall_time_s": progress.elapsed, "train_time_s": progress.train_seconds,
+            # the whole run so far, the final test (with its TTA) included; resumes add up
+            "wall_time_s": time.perf_counter() - self._start, "train_time_s": progress.train_seconds,
             "train_images_per_s": progress.images_seen / progress.train_seconds if progress.train_seconds else None,
             "parameters": sum(p.size for p in self.state.network.parameters()),
             "data": self.exp.data.describe(),

@@ -48,6 +48,23 @@ def test_run_directory_is_complete(tiny_config, tmp_path):
     assert rows[-1]["energy"] < rows[0]["energy"]
 
 
+def test_wall_time_includes_the_final_test(tiny_config, tmp_path, monkeypatch):
+    """summary.json's wall_time_s is the whole run: the final test evaluation (TTA) too."""
+    import time
+
+    score = Trainer._score
+
+    def slow_score(self, split, **options):
+        if split is self.exp.data.test:
+            time.sleep(0.3)
+        return score(self, split, **options)
+
+    monkeypatch.setattr(Trainer, "_score", slow_score)
+    summary = _train(tiny_config, tmp_path / "run")
+    saved = Checkpoint(tmp_path / "run" / "checkpoints" / "last.npz").meta["elapsed"]
+    assert summary["wall_time_s"] >= saved + 0.3
+
+
 def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
     summary = _train(tiny_config, tmp_path / "run")
     result = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / summary["test"]["checkpoint"])
