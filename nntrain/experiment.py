@@ -76,6 +76,19 @@ def check_output(network: Network, num_classes: int) -> None:
                           f"{{type: linear, out_features: {num_classes}}}")
 
 
+def check_tta_padding(config: dict, data_shape: tuple) -> None:
+    """eval.padding must be at most the images' larger side (a larger one shows no pixel; the
+    test-time augmentation refuses it): refused now, not by the final test after hours of training."""
+    ev = config["eval"]
+    largest = max(data_shape[1:]) if len(data_shape) == 3 else None
+    if ev["tta"] == "none" or largest is None or ev["padding"] <= largest:
+        return
+    where = config.origin(("eval", "padding")) if hasattr(config, "origin") else ""
+    raise ConfigError(f"{where + ': ' if where else ''}eval.padding: {ev['padding']} is larger than the "
+                      f"images ({'x'.join(map(str, data_shape[1:]))}) of test-time augmentation '{ev['tta']}': at most "
+                      f"{largest}")
+
+
 def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dtype=None,
                      for_training: bool = True) -> Experiment:
     """Load the data, fit (or restore) the normalisation, build the network and loss.
@@ -103,6 +116,7 @@ def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dty
         check_output(network, data.num_classes)
     except ConfigError as exc:  # named at the last layer's line
         raise ConfigError(_located(config, str(exc), len(config["model"]) - 1)) from None
+    check_tta_padding(config, data.input_shape)
     # refuse batches that cannot fit in this machine's memory now, with the numbers
     if for_training:
         network.check_memory(config["train"]["batch_size"])

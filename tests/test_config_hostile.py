@@ -257,3 +257,18 @@ def test_set_value_errors_name_the_set_option_not_the_file(tmp_path, override, m
     error = load_error(path, [override])
     assert __import__("re").match(message, error), error
     assert str(path) not in error
+
+
+@pytest.mark.parametrize("tta,padding,refused", [("crops", 29, True), ("flip", 10**6, True), ("crops", 28, False),
+                                                  ("none", 10**6, False)])
+def test_a_tta_padding_larger_than_the_images_is_refused_at_build_time(tiny_config, tta, padding, refused):
+    """Not by the final test, after the whole training: the --set (or line) is named."""
+    from nntrain.experiment import build_experiment
+
+    cfg = load_config(tiny_config, [f"eval.tta={tta}", f"eval.padding={padding}"])
+    if not refused:
+        build_experiment(cfg)
+        return
+    with pytest.raises(ConfigError, match=rf"--set eval\.padding={padding}: eval\.padding: {padding} is larger "
+                                          rf"than the images \(28x28\)"):
+        build_experiment(cfg)
