@@ -84,8 +84,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NNTR
     os.environ[_var] = "1" if WORKER else str(CORES)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from speed import QUICK, REPO, NntrainNet, bn_net  # noqa: E402  (speed.py sets OpenBLAS's env, then loads numpy)
-from speed import _time as seconds_per_call  # noqa: E402
+from speed import QUICK, REPO, NntrainNet, bn_net, seconds_per_call  # noqa: E402  (speed.py sets OpenBLAS's env, then loads numpy)
 
 import numpy as np  # noqa: E402
 

@@ -179,7 +179,8 @@ class NntrainNet:
         self.net.clear()
 
 
-def _time(fn, steps: int) -> float:
+def seconds_per_call(fn, steps: int) -> float:
+    """Wall seconds per call of ``fn``, over ``steps`` calls back to back."""
     t = time.perf_counter()
     for _ in range(steps):
         fn()
@@ -207,7 +208,7 @@ def matmul_peak(repeats: int = 5, n: int = 2048) -> float:
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = a.T.copy()
     a @ b
-    best = min(_time(lambda: a @ b, 1) for _ in range(repeats))
+    best = min(seconds_per_call(lambda: a @ b, 1) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -222,7 +223,7 @@ def bench_networks(names, repeats, seconds, torch_side) -> list[dict]:
         if torch_side is not None:
             torch_side.build(name, b)
         for mode, flops in (("train", 6 * macs), ("infer", 2 * macs)):
-            timers = {"nntrain": lambda steps, fn=getattr(ours, f"{mode}_step"): _time(fn, steps)}
+            timers = {"nntrain": lambda steps, fn=getattr(ours, f"{mode}_step"): seconds_per_call(fn, steps)}
             if torch_side is not None:
                 timers["torch"] = torch_side.timer(name, mode)
             times = interleaved(timers, repeats, seconds)
@@ -420,7 +421,7 @@ def main(argv=None) -> None:
     quick_step = next((r["step_ms"] / 1e3 for r in rows if r["net"] == "quick" and r["mode"] == "train"), None)
     if quick_step is None:
         nets = NntrainNet(QUICK, 100)
-        quick_step = statistics.median(interleaved({"q": lambda s: _time(nets.train_step, s)}, repeats, seconds)["q"])
+        quick_step = statistics.median(interleaved({"q": lambda s: seconds_per_call(nets.train_step, s)}, repeats, seconds)["q"])
     aug = bench_augment(quick_step, repeats)
     extras.append(("augment 256 images (flip+crop) / quick step",
                    f"{aug['augment_ms']:.1f} ms = {100 * aug['fraction']:.0f}%", "hidden by prefetch"))
