@@ -207,6 +207,19 @@ def test_report_says_what_was_skipped_and_fails_on_unchecked():
     assert not report.passed(1e-5) and "NOT CHECKED" in "\n".join(report.lines(1e-5))
 
 
+def test_report_prints_the_raw_error_beside_the_floored_one():
+    """Within the round-off floor the error is 0; the raw one shows how close the match is."""
+    import re
+
+    net, x, y = _net_and_images()
+    check = _check(net, x, y, False)
+    text = "\n".join(GradcheckReport(4, [check]).lines(1e-5))
+    checked = [t for t in check.tensors if t.checked]
+    assert checked and all(0 < t.raw_error < 1e-5 and t.error <= t.raw_error for t in checked)
+    assert re.search(r"\(raw \d\.\d\de-\d\d; tolerance 1e-05\): pass", text), text
+    assert f"({checked[0].raw_error:8.2e})" in text
+
+
 # ----- every shipped config, with its data -------------------------------------------------
 _LOADED = {}
 
