@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .experiment import Experiment, build_experiment
 from .rundir import Checkpoint, resolve_checkpoint
 
@@ -86,10 +86,42 @@ def tta_warnings(config: dict, tta: str) -> list[str]:
     return out
 
 
-def load_model(checkpoint, *, data_path=None):
-    """(Experiment with the checkpoint's weights, Checkpoint) — data re-read, normalisation restored."""
+DATA_DTYPES = ("uint8", "float32")  # what a data set's images are stored as (nntrain.data.Split)
+
+
+def checkpoint_data(ckpt: Checkpoint):
+    """The data set as a checkpoint describes it (class names, image shape and dtype) with
+    empty splits: enough to rebuild the model without reading the data (export, pictures).
+    None for a checkpoint written before the dtype was recorded; CheckpointError if the
+    description is malformed."""
+    from . import validate as v
+    from .data import Data, Split
+
+    meta = ckpt.meta
+    if "data_dtype" not in meta:
+        return None
+    classes, shape, dtype = meta.get("classes"), meta.get("data_shape"), meta.get("data_dtype")
+    try:
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise ConfigError(f"classes: {classes!r:.100} is not a list of class names")
+        if not (isinstance(shape, list) and len(shape) == 3):
+            raise ConfigError(f"data_shape: {shape!r:.100} is not [C, H, W]")
+        shape = [v.positive_int(d, "data_shape") for d in shape]
+        v.choice(dtype, "data_dtype", DATA_DTYPES)
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt.path}: not a valid nntrain checkpoint: its metadata: {exc}") from None
+    empty = Split(np.empty((0, *shape), dtype), np.empty(0, np.int64))
+    return Data(ckpt.config["data"]["dataset"], empty, None, None, list(classes), f"{ckpt.path} (no data read)")
+
+
+def load_model(checkpoint, *, data_path=None, read_data: bool = True):
+    """(Experiment with the checkpoint's weights, Checkpoint), normalisation restored; the data
+    re-read, or with ``read_data=False`` only described (``checkpoint_data``) when the
+    checkpoint can (older ones are read anyway)."""
     ckpt = Checkpoint(resolve_checkpoint(checkpoint))
-    exp = build_experiment(ckpt.config, data_path=data_path, normalizer_state=ckpt.group("norm"), for_training=False)
+    data = None if read_data else checkpoint_data(ckpt)
+    exp = build_experiment(ckpt.config, data_path=data_path, normalizer_state=ckpt.group("norm"), for_training=False,
+                           data=data)
     exp.network.load_state_dict(ckpt.network_state())
     if ckpt.meta.get("eval_weights") == "ema":
         from .averaging import make_weight_average

@@ -90,24 +90,26 @@ def check_tta_padding(config: dict, data_shape: tuple) -> None:
 
 
 def build_experiment(config: dict, *, data_path=None, normalizer_state=None, dtype=None,
-                     for_training: bool = True) -> Experiment:
+                     for_training: bool = True, data=None) -> Experiment:
     """Load the data, fit (or restore) the normalisation, build the network and loss.
 
-    Batches that cannot fit in this machine's memory are refused now, with the numbers:
-    the training batch unless ``for_training`` is false (scoring a saved model), and the
-    evaluation batch."""
+    ``data`` given (with ``normalizer_state``): the data is not read, e.g. a saved
+    model's description of it (``nntrain.evaluate.checkpoint_data``). Batches that cannot
+    fit in this machine's memory are refused now, with the numbers: the training batch
+    unless ``for_training`` is false (scoring a saved model), and the evaluation batch."""
     from .data import Normalizer, load_data, make_augmentation
     from .losses import make_loss
 
     data_cfg = dict(config["data"])
     if data_path is not None:
         data_cfg["path"] = str(data_path)
-    data = load_data(data_cfg, config["seed"])
+    if data is None:
+        data = load_data(data_cfg, config["seed"])
     if normalizer_state is not None:
         normalizer = Normalizer.from_state(normalizer_state)
     else:
         normalizer = Normalizer.fit(data_cfg["normalize"], data.train.x, config["seed"])
-    if config["train"]["batch_size"] > len(data.train):
+    if for_training and config["train"]["batch_size"] > len(data.train):
         raise ConfigError(f"train.batch_size: {config['train']['batch_size']} is larger than the training "
                           f"split ({len(data.train)} examples)")
     augment = make_augmentation(data_cfg["augment"])

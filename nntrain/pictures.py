@@ -129,8 +129,8 @@ def plot_filters(run, output="filters.png", *, title: str | None = None, data_pa
         if len(run) != 1:
             raise ConfigError(f"--filters draws the filters of one run, received {len(run)}: {', '.join(map(str, run))}")
         (run,) = run
-    import_pyplot()  # a missing matplotlib is reported before the data is read
-    exp, ckpt = load_model(run, data_path=data_path)
+    import_pyplot()  # a missing matplotlib is reported before the model is loaded
+    exp, ckpt = load_model(run, data_path=data_path, read_data=False)
     if title is None:
         title = f"{exp.config.get('name', '')} (iteration {ckpt.meta.get('iteration')})"
     return _save(filters_figure(exp.network, title), output)

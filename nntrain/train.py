@@ -362,7 +362,8 @@ class Trainer:
         exp = self.exp
         return {"nntrain_version": __version__, "config": self.config, "config_hash": config_hash(self.config),
                 "classes": list(exp.data.classes), "input_shape": list(exp.network.input_shape),
-                "data_shape": list(exp.data.input_shape), "epoch": self.epoch_float, "monitor": self.monitor,
+                "data_shape": list(exp.data.input_shape), "data_dtype": str(exp.data.train.x.dtype),
+                "epoch": self.epoch_float, "monitor": self.monitor,
                 "eval_weights": "ema" if self.state.ema is not None else "raw"}
 
     def _summary(self, test) -> dict:

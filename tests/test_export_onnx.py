@@ -237,7 +237,7 @@ def test_quickstart_onnx_accuracy_equals_nntrain_eval(quickstart_run, tmp_path):
     out = tmp_path / "model.onnx"
     r = run("export", quickstart_run, "-o", out)
     assert r.exit_code == 0, r.output
-    assert "checked: ONNX Runtime matches nntrain on 100 images" in r.output
+    assert "checked: ONNX Runtime matches nntrain on 100 test images" in r.output
     r = run("eval", quickstart_run, "--json")
     assert r.exit_code == 0, r.output
     evaluated = json.loads(r.output)
@@ -285,3 +285,53 @@ def test_cli_default_opset_is_the_library_default():
     from nntrain.cli import export as cli_export
 
     assert cli_export.DEFAULT_OPSET == DEFAULT_OPSET
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_export_needs_no_data_set(tmp_path, monkeypatch, dtype):
+    """The checkpoint describes its data (classes, shape, dtype): a model exports (and is
+    checked on random images in the data's range) and its filters are drawn where the data
+    file is gone; eval says the file is missing."""
+    import yaml
+
+    from .conftest import TINY
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 1, 12, 12)).astype(dtype)
+    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 3, 120), classes=np.array(["a", "b", "c"]))
+    cfg = {**TINY, "data": {"dataset": "npz", "path": "d.npz", "validation": 0, "normalize": "per_channel"},
+           "model": TINY["model"][:-1] + [{"type": "linear", "out_features": 3}], "train": {"epochs": 1, "batch_size": 40}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    assert run("fit", "c.yaml", "--run-dir", "r", "--quiet").exit_code == 0
+    with_data = run("export", "r", "-o", "with.onnx")
+    assert with_data.exit_code == 0 and "on 100 training images" in with_data.output, with_data.output
+    (tmp_path / "d.npz").unlink()
+    r = run("export", "r", "-o", "m.onnx")
+    assert r.exit_code == 0, r.output
+    assert "checked: ONNX Runtime matches nntrain on 100 random images (the data set is not readable here" in r.output
+    model = onnx.load("m.onnx")
+    assert json.loads({p.key: p.value for p in model.metadata_props}["classes"]) == ["a", "b", "c"]
+    logits, _ = run_onnx(model, x[:5])
+    assert np.allclose(logits, run_onnx("with.onnx", x[:5])[0], rtol=1e-6, atol=1e-6)
+    pytest.importorskip("matplotlib")
+    r = run("plot", "r", "--filters", "-o", "f.png")  # the weights only: no data needed either
+    assert r.exit_code == 0 and (tmp_path / "f.png").stat().st_size > 0, r.output
+    r = run("eval", "r")
+    assert r.exit_code == 2 and "d.npz" in r.output, r.output
+
+
+def test_a_malformed_data_description_is_a_checkpoint_error(quickstart_run, tmp_path):
+    from nntrain.errors import CheckpointError
+    from nntrain.evaluate import checkpoint_data
+    from nntrain.rundir import Checkpoint, resolve_checkpoint
+
+    ckpt = Checkpoint(resolve_checkpoint(quickstart_run))
+    assert checkpoint_data(ckpt).input_shape == (1, 28, 28)
+    for key, bad in (("data_dtype", "float16"), ("data_shape", [1, -28, 28]), ("classes", "0123456789"),
+                     ("data_shape", [1, 28])):
+        ckpt.meta = {**Checkpoint(resolve_checkpoint(quickstart_run)).meta, key: bad}
+        with pytest.raises(CheckpointError, match=rf"not a valid nntrain checkpoint: its metadata: .*{key}"):
+            checkpoint_data(ckpt)
+    del ckpt.meta["data_dtype"]  # written before the dtype was recorded: the data is read
+    assert checkpoint_data(ckpt) is None

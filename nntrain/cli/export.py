@@ -14,7 +14,7 @@ DEFAULT_OPSET = 22  # = nntrain.export.onnx.DEFAULT_OPSET (not imported: --help 
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset (17 or later; before 22 ceil-mode pooling may be refused).")
-@click.option("--data", "data_path", type=click.Path(), help="Another path for the data set files.")
+@click.option("--data", "data_path", type=click.Path(), help="Another path for the data set files (the check's test images).")
 @click.option("--no-check", is_flag=True, help="Do not compare ONNX Runtime's logits with nntrain's.")
 @debug_option
 @handle_errors
@@ -25,7 +25,8 @@ def export(checkpoint, output, opset, data_path, no_check, debug):
     Input "images": float32 (N, C, H, W), raw values as the data set stores them (0..255
     for the image sets); the run's normalisation is part of the graph. Outputs "logits"
     and "probabilities" (N, K); the class names and the config hash are in the metadata.
-    With onnxruntime installed the file is run on 100 test images and compared with nntrain.
+    The data set is not needed. With onnxruntime installed the file is run on 100 test images
+    (random ones if the data set is not readable here) and compared with nntrain.
     """
     from ..export.onnx import check_export, export_checkpoint
 
@@ -38,6 +39,6 @@ def export(checkpoint, output, opset, data_path, no_check, debug):
     except ImportError:
         click.echo("not checked: onnxruntime is not installed (pip install 'nntrain[onnx]')")
         return
-    result = check_export(str(path), exp)
-    click.echo(f"checked: ONNX Runtime matches nntrain on {result['images']} images "
+    result = check_export(str(path), exp, data_path=data_path)
+    click.echo(f"checked: ONNX Runtime matches nntrain on {result['images']} {result['what']} "
                f"(relative difference of the logits {result['relative_error']:.2g})")

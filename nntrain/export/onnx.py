@@ -147,12 +147,15 @@ def build_model(exp, meta: dict, opset: int = DEFAULT_OPSET):
 
 
 def export_checkpoint(checkpoint, output, *, opset: int = DEFAULT_OPSET, data_path=None):
-    """Write ``checkpoint`` (a file or a run directory) as ONNX to ``output``; (path, model, exp)."""
+    """Write ``checkpoint`` (a file or a run directory) as ONNX to ``output``; (path, model, exp).
+
+    The data set is not read (the checkpoint describes it), except for checkpoints of
+    older versions that do not record its dtype."""
     onnx = require_onnx()
     opset = check_opset(opset)
     from ..evaluate import load_model
 
-    exp, ckpt = load_model(checkpoint, data_path=data_path)
+    exp, ckpt = load_model(checkpoint, data_path=data_path, read_data=False)
     model = build_model(exp, ckpt.meta, opset)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -187,14 +190,35 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def check_export(model, exp, n: int = CHECK_IMAGES) -> dict:
-    """Run ``model`` with ONNX Runtime and nntrain on the first ``n`` test images (else training
-    images); RunError if the logits differ by more than ``CHECK_TOLERANCE`` (relative)."""
-    split = exp.data.test if exp.data.test is not None and len(exp.data.test) else exp.data.train
-    x = split.x[:n]
+def check_images(exp, n: int = CHECK_IMAGES, data_path=None) -> tuple[np.ndarray, str]:
+    """(images, what they are) for ``check_export``: the first ``n`` test images (else training
+    images) of the experiment's data, read now if the experiment was built without it; when
+    the data cannot be read here, ``n`` random images in the data's value range (0..255 for
+    uint8 images, standard normal for float ones), seeded."""
+    from ..data import load_data
+    from ..errors import DataError
+
+    data = exp.data
+    if not len(data.train):  # built from the checkpoint's description of the data
+        cfg = dict(exp.config["data"], **({"path": str(data_path)} if data_path is not None else {}))
+        try:
+            data = load_data(cfg, exp.config["seed"])
+        except DataError as exc:
+            rng, shape = np.random.default_rng(0), (n, *data.input_shape)
+            uint8 = data.train.x.dtype == np.uint8
+            x = rng.integers(0, 256, shape).astype(np.uint8) if uint8 else rng.standard_normal(shape, np.float32)
+            return x, f"random images (the data set is not readable here: {exc})"
+    split = data.test if data.test is not None and len(data.test) else data.train
+    return split.x[:n], f"{'test' if split is data.test else 'training'} images"
+
+
+def check_export(model, exp, n: int = CHECK_IMAGES, data_path=None) -> dict:
+    """Run ``model`` with ONNX Runtime and nntrain on ``n`` images (``check_images``); RunError if
+    the logits differ by more than ``CHECK_TOLERANCE`` (relative)."""
+    x, what = check_images(exp, n, data_path)
     logits, _ = run_onnx(model, x)
     err = relative_error(logits, reference_logits(exp, x))
     if not err <= CHECK_TOLERANCE:
-        raise RunError(f"ONNX Runtime and nntrain disagree on {len(x)} images: relative difference of the "
+        raise RunError(f"ONNX Runtime and nntrain disagree on {len(x)} {what}: relative difference of the "
                        f"logits {err:.3g} > {CHECK_TOLERANCE:g}")
-    return {"images": len(x), "relative_error": err}
+    return {"images": len(x), "what": what, "relative_error": err}
