@@ -300,7 +300,8 @@ def test_export_needs_no_data_set(tmp_path, monkeypatch, dtype):
     x = rng.integers(0, 256, (120, 1, 12, 12)).astype(dtype)
     np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 3, 120), classes=np.array(["a", "b", "c"]))
     cfg = {**TINY, "data": {"dataset": "npz", "path": "d.npz", "validation": 0, "normalize": "per_channel"},
-           "model": TINY["model"][:-1] + [{"type": "linear", "out_features": 3}], "train": {"epochs": 1, "batch_size": 40}}
+           "model": TINY["model"][:-1] + [{"type": "linear", "out_features": 3}],
+           "train": {"epochs": 1, "batch_size": 40}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
     assert run("fit", "c.yaml", "--run-dir", "r", "--quiet").exit_code == 0

@@ -14,7 +14,8 @@ DEFAULT_OPSET = 22  # = nntrain.export.onnx.DEFAULT_OPSET (not imported: --help 
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset (17 or later; before 22 ceil-mode pooling may be refused).")
-@click.option("--data", "data_path", type=click.Path(), help="Another path for the data set files (the check's test images).")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Another path for the data set files (the check's test images).")
 @click.option("--no-check", is_flag=True, help="Do not compare ONNX Runtime's logits with nntrain's.")
 @debug_option
 @handle_errors
