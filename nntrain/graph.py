@@ -308,6 +308,9 @@ class Network:
     def backward(self, output_grads, input_grad: bool = False):
         """Backpropagate d(objective)/d(outputs); fills every parameter's ``grad``.
 
+        Each layer's forward cache is freed as soon as its backward has run (a second
+        backward needs a new forward).
+
         ``output_grads`` is one array (one output) or a list matching the outputs.
         Returns d(objective)/d(input) when ``input_grad`` is true, else None.
         """
@@ -323,8 +326,12 @@ class Network:
             for node in reversed(self.order):
                 dy = grads.pop(node.name, None)
                 if dy is None:  # the node's output does not reach an output: nothing flows back
+                    node.layer.clear()
                     continue
                 dxs = node.layer.backward(dy)
+                # what the layer kept for its backward is dead now: freed at once, so the backward
+                # pass's peak holds the caches of the layers still to come only, not all of them
+                node.layer.clear()
                 if node.layer.n_inputs == 1:
                     dxs = [dxs]
                 for src, dx in zip(node.inputs, dxs):

@@ -40,6 +40,31 @@ def test_residual_block_with_batchnorm_trains_from_python_api():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_backward_frees_each_cache_once_its_layer_is_done():
+    """The backward pass's memory peak: when a layer's backward runs, the layers after it
+    have already dropped what their forward kept (and every layer has, at the end)."""
+    net = Network(RESIDUAL_BN, input_shape=(2, 6, 6), seed=0)
+    loss = make_loss({"type": "softmax_cross_entropy"})
+    x, y = _data()
+    layers = [node.layer for node in net.order]
+
+    def kept(layer):
+        return [k for k, val in vars(layer).items() if k.startswith("_cache") and val is not None]
+
+    seen = []
+    for i, layer in enumerate(layers):
+        def spy(dy, layer=layer, i=i, backward=layer.backward):
+            seen.append((i, [kept(later) for later in layers[i + 1:]]))
+            return backward(dy)
+        layer.backward = spy
+    loss.forward(net.forward(x, training=True), y)
+    assert any(kept(layer) for layer in layers)
+    net.backward(loss.backward())
+    assert [i for i, _ in seen] == list(range(len(layers)))[::-1]
+    assert all(not any(later) for _, later in seen), seen
+    assert not any(kept(layer) for layer in layers)
+
+
 def test_gradients_of_a_dag_with_fan_out_and_batchnorm():
     net = Network(RESIDUAL_BN, input_shape=(2, 6, 6), seed=0, dtype=np.float64)
     x, y = _data(4)
