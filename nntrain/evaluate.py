@@ -11,12 +11,12 @@ from .rundir import Checkpoint, resolve_checkpoint
 
 
 def predict(exp: Experiment, x_uint8: np.ndarray, *, tta: str = "none", batch_size: int = 500,
-            padding: int = 4) -> np.ndarray:
+            padding: int = 4, average: str = "probabilities") -> np.ndarray:
     """Class probabilities (N, K) for raw images, in eval mode, with test-time augmentation.
 
     With ``tta: none`` the probabilities are the softmax of the logits of the
     eval-transformed (e.g. centre-cropped) images; otherwise the mean softmax over
-    the views (see nntrain.data.tta).
+    the views, or the softmax of their mean logits (``average``; see nntrain.data.tta).
     """
     from .data import predict_proba
 
@@ -30,20 +30,22 @@ def predict(exp: Experiment, x_uint8: np.ndarray, *, tta: str = "none", batch_si
             x = eval_tf(x, None)
         out.append(predict_proba(lambda b: net.forward(b, training=False), x, tta,
                                  input_size=None if h is None else (h, w), padding=padding,
-                                 batch_size=batch_size))
+                                 batch_size=batch_size, average=average))
     return np.concatenate(out) if out else np.zeros((0, exp.data.num_classes), np.float32)
 
 
-def evaluate_split(exp: Experiment, split, *, batch_size: int = 500, tta: str = "none", padding: int = 4) -> dict:
+def evaluate_split(exp: Experiment, split, *, batch_size: int = 500, tta: str = "none", padding: int = 4,
+                   average: str = "probabilities") -> dict:
     """Loss, error and predictions of the current weights on ``split`` (eval mode).
 
     Without TTA the loss is the experiment's loss on the logits (what training
-    minimises); with TTA it is the cross-entropy of the averaged probabilities.
+    minimises); with TTA it is the cross-entropy of the averaged probabilities (``average``:
+    of the views' probabilities, or the softmax of their mean logits).
     """
     net, loss = exp.network, exp.loss
     n = len(split)
     if tta != "none":
-        proba = predict(exp, split.x, tta=tta, batch_size=batch_size, padding=padding)
+        proba = predict(exp, split.x, tta=tta, batch_size=batch_size, padding=padding, average=average)
         pred = proba.argmax(axis=1)
         p_true = proba[np.arange(n), split.y]
         loss_value = float(-np.mean(np.log(np.maximum(p_true, 1e-12), dtype=np.float64)))  # ok: N scalars, once per evaluation
@@ -133,7 +135,7 @@ def load_model(checkpoint, *, data_path=None, read_data: bool = True):
 
 
 def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = None, data_path=None,
-                        batch_size: int | None = None) -> dict:
+                        batch_size: int | None = None, average: str | None = None) -> dict:
     """Error, accuracy, loss, per-class accuracy and confusion matrix as a JSON-able dict."""
     exp, ckpt = load_model(checkpoint, data_path=data_path)
     epoch, iteration = ckpt.position()
@@ -144,14 +146,16 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
                           + (" (the config's data.validation is 0)" if split == "val" else ""))
     ev = ckpt.config["eval"]
     tta = tta or ev["tta"]
+    average = average or ev.get("tta_average", "probabilities")
     if batch_size is not None:
         exp.network.check_memory(batch_size, training=False, option="--batch-size")
-    result = evaluate_split(exp, part, batch_size=batch_size or ev["batch_size"], tta=tta, padding=ev["padding"])
+    result = evaluate_split(exp, part, batch_size=batch_size or ev["batch_size"], tta=tta, padding=ev["padding"],
+                            average=average)
     k = data.num_classes
     cm = confusion_matrix(part.y, result["predictions"], k)
     per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
     return {
-        "checkpoint": str(ckpt.path), "split": split, "tta": tta, "n": int(result["n"]),
+        "checkpoint": str(ckpt.path), "split": split, "tta": tta, "tta_average": average, "n": int(result["n"]),
         "error": result["error"], "accuracy": 1.0 - result["error"], "loss": result["loss"],
         "epoch": epoch, "iteration": iteration,
         "classes": list(data.classes),
@@ -163,7 +167,7 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
 
 def format_report(r: dict) -> str:
     lines = [f"{r['checkpoint']} (epoch {r['epoch']:g}, iteration {r['iteration']}) on {r['split']} "
-             f"({r['n']} images, tta {r['tta']})",
+             f"({r['n']} images, tta {r['tta']}{', mean of logits' if r.get('tta_average') == 'logits' else ''})",
              f"error {r['error']:.4f}   accuracy {r['accuracy']:.4f}   loss {r['loss']:.4f}", "",
              "per-class accuracy:"]
     width = max(len(c) for c in r["classes"])

@@ -308,9 +308,6 @@ class Network:
     def backward(self, output_grads, input_grad: bool = False):
         """Backpropagate d(objective)/d(outputs); fills every parameter's ``grad``.
 
-        Each layer's forward cache is freed as soon as its backward has run (a second
-        backward needs a new forward).
-
         ``output_grads`` is one array (one output) or a list matching the outputs.
         Returns d(objective)/d(input) when ``input_grad`` is true, else None.
         """
@@ -329,9 +326,7 @@ class Network:
                     node.layer.clear()
                     continue
                 dxs = node.layer.backward(dy)
-                # what the layer kept for its backward is dead now: freed at once, so the backward
-                # pass's peak holds the caches of the layers still to come only, not all of them
-                node.layer.clear()
+                node.layer.clear()  # its cache is dead: the backward peak holds only those still needed
                 if node.layer.n_inputs == 1:
                     dxs = [dxs]
                 for src, dx in zip(node.inputs, dxs):

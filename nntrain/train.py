@@ -349,12 +349,17 @@ class Trainer:
         if self.exp.data.test is None:
             return None
         ev = self.config["eval"]
-        result = self._score(self.exp.data.test, batch_size=ev["batch_size"], tta=ev["tta"], padding=ev["padding"])
+        average = ev.get("tta_average", "probabilities")
+        result = self._score(self.exp.data.test, batch_size=ev["batch_size"], tta=ev["tta"], padding=ev["padding"],
+                             average=average)
         test = {"error": result["error"], "accuracy": 1.0 - result["error"], "loss": result["loss"],
                 "n": result["n"], "tta": ev["tta"], "checkpoint": checkpoint_name}
+        if average != "probabilities":  # summaries of the default keep their earlier keys
+            test["tta_average"] = average
         if not self.quiet and self.dist.is_main:
             self.out(f"test: error {test['error']:.4f}  accuracy {test['accuracy']:.4f}  "
-                     f"({test['n']} images, tta {ev['tta']}, weights of {checkpoint_name})")
+                     f"({test['n']} images, tta {ev['tta']}{', mean of logits' if average == 'logits' else ''}, "
+                     f"weights of {checkpoint_name})")
         return test
 
     def _meta(self) -> dict:

@@ -37,6 +37,20 @@ def test_fit_then_eval_json(tiny_config, tmp_path):
     assert "confusion matrix" in r.output and "per-class accuracy" in r.output
 
 
+def test_fit_and_eval_average_the_views_logits_when_asked(tiny_config, tmp_path):
+    """eval.tta_average: logits (airbench's TTA) in the run's final test, and eval --tta-average."""
+    r = run("fit", tiny_config, "--run-dir", tmp_path / "run", "--quiet", "--set", "train.epochs=1",
+            "--set", "eval={tta: crops, tta_average: logits}")
+    assert r.exit_code == 0, r.output
+    test = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]
+    assert test["tta"] == "crops" and test["tta_average"] == "logits"
+    by_logits = json.loads(run("eval", tmp_path / "run", "--json").stdout)  # stderr: a TTA warning
+    assert by_logits["tta_average"] == "logits" and by_logits["error"] == test["error"]
+    by_probabilities = json.loads(run("eval", tmp_path / "run", "--json", "--tta-average", "probabilities").stdout)
+    assert by_probabilities["tta_average"] == "probabilities" and by_probabilities["loss"] != by_logits["loss"]
+    assert "mean of logits" in run("eval", tmp_path / "run").output
+
+
 @pytest.mark.parametrize("args,pattern", [
     (["--set", "optimizer.lr=0"], "lr=0"),
     (["--set", "optimizer.momentum=1.5"], "momentum"),

@@ -133,6 +133,7 @@ def test_config_hash_is_order_independent():
     ("train.lookahead={k: 0}", r"train\.lookahead: .*k=0"),
     ("eval.tta=flips", r"eval\.tta: .*received tta='flips'"),
     ("eval.padding=-1", r"eval\.padding: expected an integer >= 0, received padding=-1"),
+    ("eval.tta_average=mean", r"eval\.tta_average: .*received tta_average='mean'"),
 ])
 def test_train_and_eval_tables_check_every_key(tiny_config, override, message):
     """The train / eval tables: each key's check and message (the option named, as --set gave it)."""
@@ -150,3 +151,11 @@ def test_train_sub_sections_get_their_defaults(tiny_config):
     assert t["divergence"] == {"action": "stop", "lr_factor": 0.5, "max_retries": 3, "explode_factor": 1000.0}
     assert t["lookahead"] == {"k": 3, "alpha": 0.5, "decay": None, "power": 0.0, "start_epoch": 0.0}
     assert "lookahead" not in load_config(tiny_config, ["train.lookahead=null"])["train"]
+
+
+def test_eval_tta_average_is_left_out_at_its_default(tiny_config):
+    """A new key at its default leaves the resolved config, and so every recorded hash, as it was."""
+    plain = load_config(tiny_config)
+    assert "tta_average" not in plain["eval"]
+    assert config_hash(load_config(tiny_config, ["eval.tta_average=probabilities"])) == config_hash(plain)
+    assert load_config(tiny_config, ["eval.tta_average=logits"])["eval"]["tta_average"] == "logits"

@@ -78,6 +78,21 @@ def test_airbench_views_are_reflect_padded_one_pixel_shifts_weighted():
     np.testing.assert_allclose(predict_proba(net, x, "airbench"), ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["airbench", "crops"])
+def test_logits_average_is_the_softmax_of_the_weighted_mean_logits(mode):
+    """airbench's TTA averages logits: softmax(sum_k w_k z_k / sum_k w_k), not the mean softmax."""
+    x = _x(n=5)
+    net = _Linear((2, 8, 8))
+    weights = [0.25, 0.25, 0.125, 0.125, 0.125, 0.125] if mode == "airbench" else [0.1] * 10
+    logits = [net(np.ascontiguousarray(v)).astype(np.float64) for v in views(x, mode)]
+    ref = _ref_softmax(sum(w * z for w, z in zip(weights, logits)) / sum(weights))
+    got = predict_proba(net, x, mode, average="logits", batch_size=2)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, predict_proba(net, x, mode), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ConfigError, match="tta_average='mean'"):
+        predict_proba(net, x, mode, average="mean")
+
+
 @pytest.mark.parametrize("mode", ["none", "flip", "crops", "translate"])
 def test_predict_proba_is_the_mean_softmax_over_views(mode):
     x = _x(n=7)

@@ -14,15 +14,18 @@ from .common import POSITIVE_INT, debug_option, handle_errors, set_option
 @click.option("--data", "data_path", type=click.Path(), help="Another path for the data set files.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--tta", type=click.Choice(["none", "flip", "crops", "translate", "airbench", "config"]), default="config",
-              show_default=True, help="Test-time augmentation: average the softmax over views "
+              show_default=True, help="Test-time augmentation: average the predictions over views "
                                       "(config: the checkpoint's eval.tta).")
+@click.option("--tta-average", type=click.Choice(["probabilities", "logits", "config"]), default="config",
+              show_default=True, help="What the views average: their softmaxes, or their logits (airbench's way; "
+                                      "config: the checkpoint's eval.tta_average).")
 @click.option("--batch-size", type=POSITIVE_INT, default=None, help="Default: the config's eval.batch_size.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--confusion", type=click.Path(dir_okay=False), metavar="PNG",
               help="Also draw the confusion matrix as a heat map with per-class accuracy (needs matplotlib).")
 @debug_option
 @handle_errors
-def eval_(checkpoint, data_path, split, tta, batch_size, as_json, confusion, debug):
+def eval_(checkpoint, data_path, split, tta, tta_average, batch_size, as_json, confusion, debug):
     """Score a saved model (a checkpoint .npz, or a run directory: its best.npz) on a split.
 
     Prints error, accuracy, loss, per-class accuracy and the confusion matrix. The
@@ -36,7 +39,8 @@ def eval_(checkpoint, data_path, split, tta, batch_size, as_json, confusion, deb
 
         import_pyplot()  # a missing matplotlib is reported before the evaluation
     result = evaluate_checkpoint(checkpoint, split=split, tta=None if tta == "config" else tta,
-                                 data_path=data_path, batch_size=batch_size)
+                                 data_path=data_path, batch_size=batch_size,
+                                 average=None if tta_average == "config" else tta_average)
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     if as_json:

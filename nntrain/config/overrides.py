@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..registry import did_you_mean
-from .schema import DEFAULTS, SECTIONS, TRAIN_KEYS
+from .schema import EVAL_KEYS, SECTIONS, TRAIN_KEYS
 from .yaml_reader import YAMLSyntaxError, parse
 
 
@@ -80,7 +80,7 @@ def check_override_key(parts: list, text: str) -> None:
     if parts[0] not in SECTIONS:
         raise ConfigError(f"--set {text}: unknown key '{parts[0]}'{did_you_mean(parts[0], SECTIONS)} "
                           f"(allowed: {', '.join(SECTIONS)})")
-    allowed = {"train": TRAIN_KEYS, "eval": tuple(DEFAULTS["eval"])}
+    allowed = {"train": TRAIN_KEYS, "eval": EVAL_KEYS}
     if parts[0] in allowed and len(parts) >= 2 and parts[1] not in allowed[parts[0]]:
         raise ConfigError(f"--set {text}: unknown key '{parts[0]}.{parts[1]}'"
                           f"{did_you_mean(parts[1], allowed[parts[0]])}")

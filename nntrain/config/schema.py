@@ -64,6 +64,8 @@ LOOKAHEAD_DEFAULTS = {"k": 5, "alpha": 0.5, "decay": None, "power": 0.0, "start_
 # config hash of an experiment that does not use them is what it was
 TRAIN_OPTIONAL = ("lookahead", "tensorboard")
 SECTION_OPTIONAL = {"lookahead": {"buffers": False}}  # likewise, inside a section: key -> default
+EVAL_OPTIONAL = {"tta_average": "probabilities"}  # likewise, in eval
+EVAL_KEYS = (*DEFAULTS["eval"], *EVAL_OPTIONAL)
 TRAIN_KEYS = (*DEFAULTS["train"], *TRAIN_OPTIONAL)
 METRICS = ("val_error", "val_loss", "energy", "loss", "train_error")
 TTA_MODES = ("none", "flip", "crops", "translate", "airbench")
@@ -113,7 +115,8 @@ TRAIN_SECTIONS = {
     "ema": (EMA_DEFAULTS, {"decay": v.probability, "every": v.positive_int}),
     "lookahead": (LOOKAHEAD_DEFAULTS, {"start_epoch": v.non_negative}),  # the rest: by Lookahead itself
 }
-EVAL_CHECKS = {"batch_size": v.positive_int, "tta": _one_of(*TTA_MODES), "padding": _count}
+EVAL_CHECKS = {"batch_size": v.positive_int, "tta": _one_of(*TTA_MODES), "padding": _count,
+               "tta_average": _one_of("probabilities", "logits")}
 
 
 # ----- checking --------------------------------------------------------------------------
@@ -153,7 +156,8 @@ def _section(values, defaults: dict, checks: dict, path: tuple, origins: Origins
     _check_keys(values, allowed or defaults, ".".join(path), origins, path)
     out = {**copy.deepcopy(defaults), **values}
     for key, check in checks.items():
-        out[key] = _at(origins, (*path, key), lambda: check(out[key], key))
+        if key in out:  # an optional key (``allowed``, not in ``defaults``) may be absent
+            out[key] = _at(origins, (*path, key), lambda: check(out[key], key))
     return out
 
 
@@ -281,7 +285,11 @@ def validate(config: dict, origins: Origins | None = None) -> dict:
     out["name"] = out["name"] if out["name"] is not None else "experiment"
     _validate_top(out, origins)
     out["train"] = _validate_train(config.get("train") or {}, origins)
-    out["eval"] = _section(config.get("eval") or {}, DEFAULTS["eval"], EVAL_CHECKS, ("eval",), origins)
+    out["eval"] = _section(config.get("eval") or {}, DEFAULTS["eval"], EVAL_CHECKS, ("eval",), origins,
+                           allowed=EVAL_KEYS)
+    for name, default in EVAL_OPTIONAL.items():
+        if out["eval"].get(name, default) == default:
+            out["eval"].pop(name, None)
     out["data"] = _at(origins, ("data",), lambda: validate_data_config(out["data"] or {}))
     _validate_typed_section(out, "loss", origins, make_loss)
     # an optimizer needs parameters to exist: validate its options against a stand-in one

@@ -1,4 +1,8 @@
-"""Test-time augmentation: average the softmax of the network over several views of each image.
+"""Test-time augmentation: average the network's predictions over several views of each image.
+
+What is averaged (``average``): ``probabilities``, the softmax of each view (default), or
+``logits``, the views' logits, then one softmax (airbench's way). The views' weights are
+the same either way.
 
 Modes:
 
@@ -27,6 +31,7 @@ from ..errors import ConfigError
 from .augment import center_crop, pad
 
 MODES = ("none", "flip", "crops", "translate", "airbench")
+AVERAGES = ("probabilities", "logits")
 
 
 def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -85,14 +90,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_proba(forward, x: np.ndarray, mode: str = "none", *, input_size=None, padding: int = 4,
-                  shift: int = 2, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, K) float32: the mean softmax of ``forward`` over the views of ``mode``.
+                  shift: int = 2, batch_size: int = 256, average: str = "probabilities") -> np.ndarray:
+    """Class probabilities (N, K) float32: the (weighted) mean softmax of ``forward`` over the
+    views of ``mode``, or with ``average="logits"`` the softmax of the mean logits.
 
     ``forward(batch) -> logits`` takes (B, C, h, w) float32 and returns (B, K).
     ``input_size`` (h, w) is the network input (default: the images' size). The batch
     is processed ``batch_size`` images at a time, all views of a chunk in turn.
     """
     v.choice(mode, "tta", MODES)
+    v.choice(average, "tta_average", AVERAGES)
     largest = max(x.shape[2:]) if x.ndim == 4 else v.MAX_SIZE  # a larger padding or shift shows no pixel
     padding = v.integer(padding, "padding", min_value=0, max_value=largest)
     shift = v.integer(shift, "shift", min_value=0, max_value=largest)
@@ -102,12 +109,18 @@ def predict_proba(forward, x: np.ndarray, mode: str = "none", *, input_size=None
         chunk = x[lo:lo + batch_size]
         total, count, weights = None, 0, _WEIGHTS.get(mode)
         for view in views(chunk, mode, input_size, padding=padding, shift=shift):
-            p = softmax(np.asarray(forward(np.ascontiguousarray(view, dtype=np.float32)), dtype=np.float32))
+            p = np.asarray(forward(np.ascontiguousarray(view, dtype=np.float32)), dtype=np.float32)
+            if average == "probabilities":
+                p = softmax(p)
+            elif total is None:
+                p = p.copy()  # summed into below: not the network's own buffer
             if weights:
                 p *= np.float32(weights[count])
             total = p if total is None else total + p
             count += 1
         total *= np.float32(1.0 / (sum(weights) if weights else count))
+        if average == "logits":
+            total = softmax(total)
         if out is None:
             out = np.empty((len(x), total.shape[1]), dtype=np.float32)
         out[lo:lo + len(chunk)] = total
