@@ -105,3 +105,24 @@ def test_speed_against_torch_in_its_own_process_and_in_ours():
     rows = {r[0]: r for r in _rows(text, "| ")}
     assert rows["linear_1"][3] == "Linear" and float(rows["linear_1"][4]) > 0 and float(rows["linear_1"][5]) > 0
     assert float(rows["train step"][4]) > 0
+
+
+def test_blas_products_times_every_shape_with_numpy():
+    """bench/blas_products.py's numpy side (the PyTorch side: the same code with torch.mm)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "blas_products.py"), "--child", "numpy",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sys.path.insert(0, str(REPO / "bench"))
+    from blas_products import SHAPES
+
+    rates = [float(g) for g in out.stdout.split()]
+    assert len(rates) == len(SHAPES) and all(g > 0 for g in rates)
+
+
+@pytest.mark.skipif(not TORCH_PYTHON, reason="set NNTRAIN_BENCH_TORCH_PYTHON to a Python with torch")
+def test_blas_products_table_against_torch():
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "blas_products.py"), "--torch-python", TORCH_PYTHON,
+                          "--rounds", "1", "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = _rows(out.stdout, "| ")[1:]  # below the header
+    assert len(rows) == 6 and all(float(r[1]) > 0 and float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
