@@ -54,7 +54,7 @@ class Registry:
             return self._classes[name]
         except (KeyError, TypeError):
             raise ConfigError(
-                f"unknown {self.kind} type '{name}'{did_you_mean(name, self._classes)} "
+                f"unknown {self.kind} type {name!r}{did_you_mean(name, self._classes)} "
                 f"(known: {', '.join(sorted(self._classes))})"
             ) from None
 

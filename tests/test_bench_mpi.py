@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from nntrain.config import load_config
+
 from .conftest import REPO
 
 HAVE_MPI = shutil.which("mpiexec") is not None and importlib.util.find_spec("mpi4py") is not None
@@ -54,7 +56,10 @@ def test_mpi_scaling_prints_the_measured_tables_and_the_model():
     assert all(float(cell) > 0 for row in params[1:] for cell in row[3:])  # all-reduce ms
     assert compute[0][1:] == ["core-ms per image, batch 32", "core-ms per image, batch 128", "batch 32 / batch 128"]
     assert [row[0] for row in compute[1:]] == nets and all(float(c) > 0 for row in compute[1:] for c in row[1:])
-    assert "#### cifar10_fast (half width): batch 1024, 24 epochs of 50,000 images (1176 steps" in text
+    fast_train = load_config(REPO / "configs" / "cifar10_fast.yaml")["train"]  # the model follows the config
+    steps = int(fast_train["epochs"]) * (50_000 // 1024 + 1)
+    assert (f"#### cifar10_fast (half width): batch 1024, {fast_train['epochs']:g} epochs of 50,000 images "
+            f"({steps} steps") in text
     assert "#### airbench94, full width (64/256/256): batch 1024, 9.9 epochs of 50,000 images (486 steps" in text
     for table in (fast, full):
         assert table[0][:4] == ["nodes", "batch per node", "compute ms/step", "10 Gb/s: all-reduce ms"]

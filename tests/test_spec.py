@@ -52,6 +52,9 @@ def test_errors_say_where_and_what():
         build_from_spec(THINGS, {"type": "widget", "size": 0}, "thing", owner=None)
     with pytest.raises(ConfigError, match=r"thing: unknown thing type 'widgit'; did you mean 'widget'"):
         build_from_spec(THINGS, "widgit", "thing", owner=None)
+    one_line = r"^thing: unknown thing type 'wid\\nget'; did you mean 'widget'\? \(known: widget\)$"
+    with pytest.raises(ConfigError, match=one_line):  # the name as Python writes it, not a line break
+        build_from_spec(THINGS, "wid\nget", "thing", owner=None)
     with pytest.raises(ConfigError, match=r"thing: expected a type name or a mapping .* received \[1, 2\]"):
         build_from_spec(THINGS, [1, 2], "thing", owner=None)
     with pytest.raises(ConfigError, match="missing a required argument"):
