@@ -167,7 +167,8 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
 
 def format_report(r: dict) -> str:
     lines = [f"{r['checkpoint']} (epoch {r['epoch']:g}, iteration {r['iteration']}) on {r['split']} "
-             f"({r['n']} images, tta {r['tta']}{', mean of logits' if r.get('tta_average') == 'logits' else ''})",
+             f"({r['n']} images, tta {r['tta']}"
+             f"{', mean of logits' if r['tta'] != 'none' and r.get('tta_average') == 'logits' else ''})",
              f"error {r['error']:.4f}   accuracy {r['accuracy']:.4f}   loss {r['loss']:.4f}", "",
              "per-class accuracy:"]
     width = max(len(c) for c in r["classes"])

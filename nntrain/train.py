@@ -354,11 +354,11 @@ class Trainer:
                              average=average)
         test = {"error": result["error"], "accuracy": 1.0 - result["error"], "loss": result["loss"],
                 "n": result["n"], "tta": ev["tta"], "checkpoint": checkpoint_name}
-        if average != "probabilities":  # summaries of the default keep their earlier keys
+        if average != "probabilities" and ev["tta"] != "none":  # a default summary keeps its earlier keys
             test["tta_average"] = average
         if not self.quiet and self.dist.is_main:
             self.out(f"test: error {test['error']:.4f}  accuracy {test['accuracy']:.4f}  "
-                     f"({test['n']} images, tta {ev['tta']}{', mean of logits' if average == 'logits' else ''}, "
+                     f"({test['n']} images, tta {ev['tta']}{', mean of logits' if 'tta_average' in test else ''}, "
                      f"weights of {checkpoint_name})")
         return test
 
