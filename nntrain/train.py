@@ -44,7 +44,7 @@ from .fileio import atomic_open, save_json
 from .graph import RNG_DROPOUT
 from .hooks import (BestCheckpoint, Checkpoints, ConsoleLog, CsvLogs, Diverged, DivergenceGuard, EarlyStopping,
                     Hooks, ProgressBar, StepResult, StopAtIteration, TrainUntil, WeightAveraging)
-from .machine import machine_info
+from .machine import machine_info, peak_rss_mib
 from .rundir import (STOP_DIVERGED, STOP_EARLY, STOP_FINISHED, STOP_INTERRUPTED, STOP_MAX_ITERATIONS,
                      Checkpoint, remove_stale_temporaries, save_checkpoint)
 from .state import new_train_state, zero_sums
@@ -385,6 +385,7 @@ class Trainer:
             # the whole run so far, the final test (with its TTA) included; resumes add up
             "wall_time_s": time.perf_counter() - self._start, "train_time_s": progress.train_seconds,
             "train_images_per_s": progress.images_seen / progress.train_seconds if progress.train_seconds else None,
+            "peak_rss_mib": peak_rss_mib(),
             "parameters": sum(p.size for p in self.state.network.parameters()),
             "data": self.exp.data.describe(),
             "machine": machine_info(), "command": self.command,

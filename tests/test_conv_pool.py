@@ -4,6 +4,9 @@ The references (``nntrain.ops.reference``, imported as ``ref``) are written from
 definitions, with explicit loops and nothing shared with the fast kernels.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -542,13 +545,36 @@ def test_matmul_split_over_threads_matches_numpy(a_shape, b_shape, transposed_ou
 
 
 def test_keep_freed_memory_is_set_once_and_reports_it():
-    import sys
-
     from nntrain.ops.memory import keep_freed_memory
 
     first = keep_freed_memory()
     assert first is keep_freed_memory()  # once per process, the same answer
     assert first == sys.platform.startswith("linux") or not first
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc and /proc")
+def test_memory_freed_by_a_worker_thread_serves_the_main_thread():
+    """One malloc arena: a 40 MiB block freed by a kernel thread is reused by the main thread's next
+    array of that size, so the resident size grows by one block, not one per thread (with an arena
+    per thread it grew by two: the run's resident size grew from epoch to epoch)."""
+    code = """if True:
+        from concurrent.futures import ThreadPoolExecutor
+        import numpy as np
+        from nntrain.ops.memory import keep_freed_memory
+        assert keep_freed_memory()
+        def rss_mib():
+            return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024
+        def block():
+            np.ones(40 << 18, np.float32)  # 40 MiB, touched, freed on return
+        pool = ThreadPoolExecutor(1)
+        before = rss_mib()
+        for _ in range(3):
+            pool.submit(block).result()
+            block()
+        print(rss_mib() - before)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 30 < float(out.stdout) < 60
 
 
 def test_auto_algorithm_is_chosen_per_pass_and_backward_follows_its_forward():

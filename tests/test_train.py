@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,13 @@ def test_wall_time_includes_the_final_test(tiny_config, tmp_path, monkeypatch):
     summary = _train(tiny_config, tmp_path / "run")
     saved = Checkpoint(tmp_path / "run" / "checkpoints" / "last.npz").meta["elapsed"]
     assert summary["wall_time_s"] >= saved + 0.3
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the kernel's VmHWM")
+def test_summary_reports_the_peak_resident_size_in_mib(tiny_config, tmp_path):
+    summary = _train(tiny_config, tmp_path / "run")
+    hwm_kib = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+    assert summary["peak_rss_mib"] == pytest.approx(hwm_kib / 1024, rel=0.05)  # the kernel's own peak
 
 
 def test_eval_reproduces_reported_test_error_exactly(tiny_config, tmp_path):
