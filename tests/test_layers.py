@@ -171,3 +171,20 @@ def test_unknown_option_suggests_closest():
 def test_bad_option_value_names_it():
     with pytest.raises(ConfigError, match=r"positive integer, received out_features=0"):
         LAYERS.get("linear").from_config({"out_features": 0})
+
+
+def test_linear_input_gradient_follows_the_layout_of_its_input():
+    """A linear layer's output is a transposed view (y^T = W x^T); the next linear layer's input
+    gradient comes back in that layout, so the elementwise backward between them (ReLU's mask
+    product) reads two arrays of one layout. Same values either way."""
+    rng = np.random.default_rng(0)
+    layer = LAYERS.get("linear").from_config({"out_features": 4})
+    layer.build([(6,)], rng, np.float64)
+    layer.needs_input_grad = True
+    x = rng.standard_normal((5, 6))
+    dy = rng.standard_normal((5, 4))
+    for inp in (x, np.ascontiguousarray(x.T).T):  # row-major, and the transposed view a linear layer returns
+        layer.forward(inp, True)
+        dx = layer.backward(dy)
+        np.testing.assert_allclose(dx, dy @ layer.weight.value, rtol=1e-13)
+        assert dx.flags.c_contiguous == inp.flags.c_contiguous and dx.flags.f_contiguous == inp.flags.f_contiguous

@@ -15,8 +15,9 @@ own arena, and a block stays in the arena that served it: the kernel threads
 outputs, so a block kept in a worker's arena cannot serve the main thread's next array of
 that size, and each arena grows to its own high-water mark. With kept memory that showed
 as a resident size growing by steps from epoch to epoch (about 100 MB over 12 short
-epochs of ``configs/cifar10_fast.yaml``, flat with one arena: bench/RESULTS.md). nntrain's
-allocations are few and large, so the one arena's lock costs nothing measurable.
+epochs of ``configs/cifar10_fast.yaml``; with one arena flat there, and flat after the
+first 7 of the full 30-epoch run: bench/RESULTS.md). nntrain's allocations are few and
+large, so the one arena's lock costs nothing measurable.
 """
 
 from __future__ import annotations

@@ -179,11 +179,11 @@ def result_line(sweep: Sweep, trial: Trial) -> str:
         if detail:
             parts.append(detail)
         if status == STATE_FAILED or code not in (None, EXIT_OK, EXIT_INTERRUPTED):
-            parts.append(_last_error(sweep.log_path(trial)))
+            parts.append(last_error(sweep.log_path(trial)))
     return "  ".join(p for p in parts if p)
 
 
-def _last_error(log: Path) -> str:
+def last_error(log: Path) -> str:
     """The last ``error:`` line of the trial's latest attempt in its log (else its last line)."""
     try:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]

@@ -102,10 +102,10 @@ def _echo_new(study, tune: Tune, seen: set, echo, interrupted: bool = False) -> 
 
 
 def _first_failure(tune: Tune, workers: list, echo) -> int:
-    from ..sweep.runner import _last_error
+    from ..sweep.runner import last_error
 
     for k, w in enumerate(workers):
         if w.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
-            echo(f"worker {k} failed (exit {w.returncode}): {_last_error(tune.directory / 'logs' / f'worker-{k}.log')}")
+            echo(f"worker {k} failed (exit {w.returncode}): {last_error(tune.directory / 'logs' / f'worker-{k}.log')}")
             return w.returncode
     return EXIT_OK
