@@ -165,10 +165,15 @@ def evaluate_checkpoint(checkpoint, *, split: str = "test", tta: str | None = No
     }
 
 
+def tta_text(tta: str, average: str | None) -> str:
+    """``tta airbench, mean of logits``: how a test was scored (the average named only where views
+    are averaged and it is not the default mean of probabilities)."""
+    return f"tta {tta}{', mean of logits' if tta != 'none' and average == 'logits' else ''}"
+
+
 def format_report(r: dict) -> str:
     lines = [f"{r['checkpoint']} (epoch {r['epoch']:g}, iteration {r['iteration']}) on {r['split']} "
-             f"({r['n']} images, tta {r['tta']}"
-             f"{', mean of logits' if r['tta'] != 'none' and r.get('tta_average') == 'logits' else ''})",
+             f"({r['n']} images, {tta_text(r['tta'], r.get('tta_average'))})",
              f"error {r['error']:.4f}   accuracy {r['accuracy']:.4f}   loss {r['loss']:.4f}", "",
              "per-class accuracy:"]
     width = max(len(c) for c in r["classes"])

@@ -39,7 +39,7 @@ from . import __version__, distributed
 from .config import config_hash, dump_yaml
 from .errors import CheckpointError, ConfigError, RunError
 from .experiment import Experiment
-from .evaluate import evaluate_split
+from .evaluate import evaluate_split, tta_text
 from .fileio import atomic_open, save_json
 from .graph import RNG_DROPOUT
 from .hooks import (BestCheckpoint, Checkpoints, ConsoleLog, CsvLogs, Diverged, DivergenceGuard, EarlyStopping,
@@ -358,7 +358,7 @@ class Trainer:
             test["tta_average"] = average
         if not self.quiet and self.dist.is_main:
             self.out(f"test: error {test['error']:.4f}  accuracy {test['accuracy']:.4f}  "
-                     f"({test['n']} images, tta {ev['tta']}{', mean of logits' if 'tta_average' in test else ''}, "
+                     f"({test['n']} images, {tta_text(ev['tta'], average)}, "
                      f"weights of {checkpoint_name})")
         return test
 
